@@ -1,0 +1,83 @@
+"""The `GradientEstimator` interface shared by Monte Carlo analysis and training."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+
+from estimator_lab.graphs.base import PreparedBatch, StochasticGraph
+
+
+class GradientEstimator:
+    """A gradient estimator for the expected loss of a `StochasticGraph`.
+
+    An estimator turns one explicit noise tensor into a scalar surrogate whose autograd gradient,
+    with respect to every parameter of the graph and to the gate logits, is one draw of an
+    estimate of the gradient of `E[mean_j L_j]` (the mean over the batch of per-example losses).
+    All randomness comes from the noise argument, so a draw is a pure function of it and two
+    estimators given the same noise share their gate samples (common random numbers).
+
+    Capability flags are class attributes, as in `torch.distributions`:
+
+    Attributes:
+        name: the registry name.
+        is_unbiased: whether the expected draw equals the gradient of the expected loss.
+        distribution: the gate distribution it is defined for (`"bernoulli"` here).
+        evaluations_per_draw: how many loss evaluations one draw costs (see `evaluations`).
+
+    State (baselines, learned control variates) is explicit: `init(graph)` returns it, `update`
+    returns a new one, and `surrogate` only reads it, so the engine can freeze it while it
+    measures variance and the draws stay i.i.d.
+    """
+
+    name: ClassVar[str] = ""
+    is_unbiased: ClassVar[bool] = False
+    distribution: ClassVar[str] = "bernoulli"
+    evaluations_per_draw: ClassVar[int] = 1
+
+    def noise_shape(self, prepared: PreparedBatch) -> tuple[int, ...]:
+        """Shape of the uniform noise one draw consumes (by default one `U(0,1)` per gate)."""
+        return tuple(prepared.logits.shape)
+
+    def evaluations(self, graph: StochasticGraph) -> int:
+        """Loss evaluations per draw on `graph` (the class flag unless it depends on the graph)."""
+        return self.evaluations_per_draw
+
+    def init(self, graph: StochasticGraph) -> Any:
+        """The initial state (`None` for stateless estimators)."""
+        return None
+
+    def surrogate(
+        self, graph: StochasticGraph, prepared: PreparedBatch, noise: torch.Tensor, state: Any
+    ) -> torch.Tensor:
+        """A scalar whose gradient is one draw of the estimate.
+
+        Args:
+            graph: the model.
+            prepared: `graph.prepare(batch)` for a batch of `B` examples, with its autograd graph.
+            noise: a tensor of shape `noise_shape(prepared)`, uniform on `[0, 1)`.
+            state: the current state from `init` or `update`.
+        """
+        raise NotImplementedError
+
+    def update(
+        self, state: Any, graph: StochasticGraph, prepared: PreparedBatch, noise: torch.Tensor
+    ) -> Any:
+        """The state after observing one draw (unchanged for stateless estimators)."""
+        return state
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+def bernoulli_gates(logits: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """Hard gates `b = 1[u < sigmoid(a)]` in the dtype of `logits` (shapes broadcast)."""
+    return (noise < torch.sigmoid(logits)).to(logits.dtype)
+
+
+def bernoulli_log_prob(logits: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
+    """`log P(b | a)` per gate for `b ~ Bernoulli(sigmoid(a))`, stable for large `|a|`."""
+    return -torch.nn.functional.binary_cross_entropy_with_logits(
+        logits, gates, reduction="none"
+    )

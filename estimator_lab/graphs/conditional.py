@@ -1,0 +1,133 @@
+"""The conditional-computation network of Bengio, Léonard and Courville (2013), section 5.
+
+The gater maps the input through an affine layer and `tanh` to a bottleneck, then through an
+affine layer to one gate logit per expert unit. The expert is a linear map of the input. The
+conditional layer's output is `gate * expert`, followed by an affine output layer and softmax.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from estimator_lab.graphs.base import PreparedBatch, StochasticGraph
+
+
+@dataclass(frozen=True)
+class ConditionalConfig:
+    """Sizes of the conditional network; the defaults are the paper's (2,706,010 parameters).
+
+    Attributes:
+        num_inputs: input features (784 for MNIST).
+        num_gater_hidden: `tanh` units in the gater bottleneck (400).
+        num_gates: gates, equal to the number of expert units (2000).
+        num_classes: output classes (10).
+    """
+
+    num_inputs: int = 784
+    num_gater_hidden: int = 400
+    num_gates: int = 2000
+    num_classes: int = 10
+
+    def __post_init__(self) -> None:
+        for name in ("num_inputs", "num_gater_hidden", "num_gates", "num_classes"):
+            value = getattr(self, name)
+            if value < 1:
+                raise ValueError(f"ConditionalConfig.{name} must be >= 1, got {value}")
+
+
+class ConditionalNetwork(StochasticGraph):
+    """The paper's network: 784 -> 400 tanh -> 2000 gate logits; expert 784 -> 2000; output 10.
+
+    The loss is the per-example cross-entropy of the output softmax. `prepare` computes the
+    gater and the expert once per minibatch; `loss` only applies the gates and the output layer,
+    so it broadcasts over any number of leading sample dimensions.
+
+    Args:
+        config: the layer sizes.
+        generator: an optional `torch.Generator` for a seeded initialisation (PyTorch's default
+            `nn.Linear` initialisation, uniform in `±1/sqrt(fan_in)`).
+
+    Example:
+        >>> net = ConditionalNetwork()
+        >>> sum(p.numel() for p in net.parameters())
+        2706010
+        >>> x, y = torch.rand(3, 784), torch.tensor([0, 1, 2])
+        >>> prepared = net.prepare((x, y))
+        >>> net.loss(prepared, torch.ones(5, 3, 2000)).shape
+        torch.Size([5, 3])
+    """
+
+    def __init__(
+        self, config: ConditionalConfig | None = None, generator: torch.Generator | None = None
+    ) -> None:
+        super().__init__()
+        self.config = config or ConditionalConfig()
+        c = self.config
+        self.num_gates = c.num_gates
+        self.gater_hidden = nn.Linear(c.num_inputs, c.num_gater_hidden)
+        self.gater_out = nn.Linear(c.num_gater_hidden, c.num_gates)
+        self.expert = nn.Linear(c.num_inputs, c.num_gates)
+        self.output = nn.Linear(c.num_gates, c.num_classes)
+        if generator is not None:
+            self.reset_parameters(generator)
+
+    @torch.no_grad()
+    def reset_parameters(self, generator: torch.Generator) -> None:
+        """Seeded `nn.Linear` initialisation: weights and biases uniform in `±1/sqrt(fan_in)`."""
+        for layer in (self.gater_hidden, self.gater_out, self.expert, self.output):
+            bound = layer.in_features**-0.5
+            for param in (layer.weight, layer.bias):
+                noise = torch.rand(param.shape, generator=generator, dtype=param.dtype)
+                param.copy_((2 * noise - 1) * bound)
+
+    def prepare(self, batch: tuple[torch.Tensor, torch.Tensor]) -> PreparedBatch:
+        """Gate logits and expert output of a batch `(x, y)`.
+
+        Args:
+            batch: `x`, a `B x num_inputs` tensor, and `y`, `B` int64 class labels.
+
+        Returns:
+            logits `a` (`B x G`) and features `expert` (`B x G`) and `labels` (`B`).
+        """
+        x, y = batch
+        hidden = torch.tanh(self.gater_hidden(x))
+        return PreparedBatch(
+            logits=self.gater_out(hidden), features={"expert": self.expert(x), "labels": y}
+        )
+
+    def output_logits(self, prepared: PreparedBatch, gates: torch.Tensor) -> torch.Tensor:
+        """Class logits for gate values: a `... x B x num_classes` tensor."""
+        return self.output(gates * prepared.features["expert"])
+
+    def loss(self, prepared: PreparedBatch, gates: torch.Tensor) -> torch.Tensor:
+        """Per-example cross-entropy, a `... x B` tensor, for `... x B x G` gates."""
+        scores = self.output_logits(prepared, gates)
+        labels = prepared.features["labels"].expand(scores.shape[:-1])
+        return F.cross_entropy(scores.flatten(0, -2), labels.flatten(), reduction="none").view(
+            labels.shape
+        )
+
+    def gate_flip_losses(self, prepared: PreparedBatch, gates: torch.Tensor) -> torch.Tensor:
+        """Losses with each gate set to 1 and to 0, the others held at `gates`.
+
+        The output layer is linear in the gates, so all `2G` flips cost one `B x G x classes`
+        product instead of `2G` forward passes.
+
+        Args:
+            gates: a `... x B x G` tensor of gate values.
+
+        Returns:
+            a `2 x ... x B x G` tensor: `[0]` losses with gate `i` on, `[1]` with gate `i` off.
+        """
+        scores = self.output_logits(prepared, gates).unsqueeze(-2)  # ... x B x 1 x C
+        contribution = (prepared.features["expert"].unsqueeze(-1) * self.output.weight.T)
+        on = scores + (1 - gates).unsqueeze(-1) * contribution  # ... x B x G x C
+        off = scores - gates.unsqueeze(-1) * contribution
+        labels = prepared.features["labels"].view(-1, 1).expand(on.shape[-3:-1])
+        log_norm = torch.stack([on, off]).logsumexp(-1)
+        picked = torch.stack([on, off]).gather(-1, labels.expand(log_norm.shape).unsqueeze(-1))
+        return log_norm - picked.squeeze(-1)

@@ -1,0 +1,213 @@
+"""The Monte Carlo engine: many gradient draws per estimator, folded into streaming moments.
+
+Per-draw gradients come from `torch.func.vmap` of `torch.func.grad` of the estimator's
+surrogate over a chunk of noise: the gate-independent layers run once per chunk and the backward
+pass is a batched matrix product (`gradient_draws`). Draws come in chunks of `chunk_size` and
+are folded into a `MomentAccumulator`, so memory is bounded by one chunk whatever the number of
+draws.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from estimator_lab.estimators.base import GradientEstimator
+from estimator_lab.graphs.base import StochasticGraph
+from estimator_lab.montecarlo.accumulators import MomentAccumulator
+from estimator_lab.montecarlo.noise import uniform_noise
+
+GATE_LOGITS = "gate_logits"
+
+
+def tracked_parameters(
+    graph: StochasticGraph, names: Sequence[str] | None = None
+) -> dict[str, torch.nn.Parameter]:
+    """The named parameters to track (all of them when `names` is None).
+
+    Raises:
+        KeyError: for a name the graph does not have, listing the ones it has.
+    """
+    params = dict(graph.named_parameters())
+    if names is None:
+        return params
+    unknown = [n for n in names if n not in params]
+    if unknown:
+        raise KeyError(f"unknown parameters {unknown}; the graph has {list(params)}")
+    return {n: params[n] for n in names}
+
+
+class _Surrogate(torch.nn.Module):
+    """`(probe, noise) -> surrogate` with the graph as a submodule, for `functional_call`.
+
+    `probe` is a zero `B x G` tensor added to the gate logits, so the gradient with respect to
+    it is the gradient with respect to the logits.
+    """
+
+    def __init__(self, graph: StochasticGraph, estimator: GradientEstimator, batch, state) -> None:
+        super().__init__()
+        self.graph, self.estimator, self.batch, self.state = graph, estimator, batch, state
+
+    def forward(self, probe: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        prepared = self.graph.prepare(self.batch)
+        prepared.logits = prepared.logits + probe
+        return self.estimator.surrogate(self.graph, prepared, noise, self.state)
+
+
+def gradient_draws(
+    graph: StochasticGraph,
+    estimator: GradientEstimator,
+    batch: tuple[torch.Tensor, ...],
+    noise: torch.Tensor,
+    *,
+    state: Any = None,
+    parameters: Sequence[str] | None = None,
+    include_logits: bool = True,
+    method: str = "vmap",
+) -> dict[str, torch.Tensor]:
+    """Per-draw gradients for a chunk of noise.
+
+    `method="vmap"` maps `torch.func.grad` of the surrogate over the draws: the forward pass
+    through the gate-independent layers is not batched, so it runs once per chunk, and the
+    backward pass becomes batched matrix products. `method="loop"` runs one
+    `torch.autograd.grad` per draw through a retained forward pass; it serves estimators whose
+    surrogate cannot be vmapped and is the naive reference.
+
+    Args:
+        graph: the model.
+        estimator: the estimator (its `state` is read, never updated).
+        batch: the minibatch, on the graph's device.
+        noise: a `K x *noise_shape` tensor, one row per draw.
+        state: the estimator state, frozen for the whole chunk.
+        parameters: names of the parameters to differentiate (default: all).
+        include_logits: whether to also return the gradient with respect to the gate logits.
+        method: `"vmap"` or `"loop"`.
+
+    Returns:
+        a dict from `"gate_logits"` (if asked) and each parameter name to a `K x *shape` tensor.
+    """
+    params = tracked_parameters(graph, parameters)
+    module = _Surrogate(graph, estimator, batch, state)
+    with torch.no_grad():
+        probe = torch.zeros_like(graph.logits(batch))
+    if method == "vmap":
+        frozen = {f"graph.{n}": p.detach() for n, p in graph.named_parameters()}
+
+        def surrogate(tracked, probe, noise):
+            values = frozen | {f"graph.{n}": t for n, t in tracked.items()}
+            return torch.func.functional_call(module, values, (probe, noise))
+
+        tracked = {n: p.detach() for n, p in params.items()}
+        per_draw = torch.func.vmap(
+            torch.func.grad(surrogate, argnums=(0, 1)), in_dims=(None, None, 0)
+        )
+        param_grads, logit_grads = per_draw(tracked, probe, noise)
+    elif method == "loop":
+        probe.requires_grad_(True)
+        inputs = [probe, *params.values()]
+        rows = [
+            torch.autograd.grad(module(probe, draw_noise), inputs, allow_unused=True)
+            for draw_noise in noise
+        ]
+        rows = [
+            [torch.zeros_like(x) if g is None else g for g, x in zip(r, inputs, strict=True)]
+            for r in rows
+        ]
+        logit_grads = torch.stack([r[0] for r in rows])
+        param_grads = {n: torch.stack([r[i + 1] for r in rows]) for i, n in enumerate(params)}
+    else:
+        raise ValueError(f"method must be 'vmap' or 'loop', got {method!r}")
+    return ({GATE_LOGITS: logit_grads} if include_logits else {}) | param_grads
+
+
+def iter_draw_chunks(
+    graph: StochasticGraph,
+    estimators: Mapping[str, GradientEstimator],
+    batch: tuple[torch.Tensor, ...],
+    *,
+    num_draws: int,
+    seed: int,
+    chunk_size: int = 32,
+    states: Mapping[str, Any] | None = None,
+    parameters: Sequence[str] | None = None,
+    include_logits: bool = True,
+    method: str = "vmap",
+    progress: bool = False,
+) -> Iterator[tuple[range, dict[str, dict[str, torch.Tensor]]]]:
+    """Yields `(draw_range, {estimator: {tensor: K x ...}})` chunk by chunk.
+
+    Every estimator sees the same noise for the same draw index (common random numbers), and
+    the noise of draw `k` does not depend on `chunk_size`.
+    """
+    if num_draws < 1 or chunk_size < 1:
+        raise ValueError(f"num_draws and chunk_size must be >= 1, got {num_draws}, {chunk_size}")
+    states = dict(states or {})
+    with torch.no_grad():
+        prepared = graph.prepare(batch)
+    logits = prepared.logits
+    bar = tqdm(
+        total=num_draws * len(estimators), unit="draw", disable=not progress, desc="draws"
+    )
+    with bar:
+        for start in range(0, num_draws, chunk_size):
+            indices = range(start, min(start + chunk_size, num_draws))
+            chunk = {}
+            for name, estimator in estimators.items():
+                noise = uniform_noise(
+                    seed, indices, estimator.noise_shape(prepared),
+                    dtype=logits.dtype, device=logits.device,
+                )
+                chunk[name] = gradient_draws(
+                    graph, estimator, batch, noise, state=states.get(name),
+                    parameters=parameters, include_logits=include_logits, method=method,
+                )
+                bar.update(len(indices))
+            yield indices, chunk
+
+
+def run_draws(
+    graph: StochasticGraph,
+    estimators: Mapping[str, GradientEstimator],
+    batch: tuple[torch.Tensor, ...],
+    *,
+    num_draws: int,
+    seed: int,
+    chunk_size: int = 32,
+    states: Mapping[str, Any] | None = None,
+    parameters: Sequence[str] | None = None,
+    include_logits: bool = True,
+    method: str = "vmap",
+    progress: bool = False,
+) -> dict[str, MomentAccumulator]:
+    """Streaming moments of `num_draws` gradient draws per estimator.
+
+    Args:
+        graph: the model, on the device where the draws run.
+        estimators: estimators by the name used in the results.
+        batch: the fixed minibatch, on the graph's device.
+        num_draws: draws per estimator.
+        seed: the noise seed; draw `k` of every estimator uses `uniform_noise(seed, [k], ...)`.
+        chunk_size: draws held in memory at once.
+        states: frozen estimator states by name (default: `estimator.init(graph)`).
+        parameters: names of the parameters to track (default: all).
+        include_logits: also track the gradient with respect to the gate logits.
+        method: how per-draw gradients are computed, `"vmap"` or `"loop"` (`gradient_draws`).
+        progress: show a progress bar with draws per second.
+
+    Returns:
+        one `MomentAccumulator` per estimator, keyed like `estimators`, tracking
+        `"gate_logits"` and each parameter by name.
+    """
+    states = {name: est.init(graph) for name, est in estimators.items()} | dict(states or {})
+    accumulators = {name: MomentAccumulator() for name in estimators}
+    for _, chunk in iter_draw_chunks(
+        graph, estimators, batch, num_draws=num_draws, seed=seed, chunk_size=chunk_size,
+        states=states, parameters=parameters, include_logits=include_logits, method=method,
+        progress=progress,
+    ):
+        for name, draws in chunk.items():
+            accumulators[name].update(draws, overwrite=True)
+    return accumulators
