@@ -366,10 +366,14 @@ def _read_npz(file: Path, keys: list[str], *, required: bool = True) -> dict[str
                 f"no {', '.join(missing)} array in the archive (it has: "
                 f"{', '.join(npz.files) or 'nothing'})"
             )
-        try:
-            return {key: npz[key] for key in keys if key in npz.files}
-        except Exception as exc:  # truncation, CRC errors, object arrays ...
-            raise _BadData(f"corrupt or truncated .npz archive: {_describe_exc(exc)}") from exc
+        arrays = {}
+        for key in keys:
+            if key in npz.files:
+                try:
+                    arrays[key] = npz[key]
+                except Exception as exc:  # truncation, CRC errors, object arrays ...
+                    raise _BadData(f"cannot read {key}: {_describe_exc(exc)}") from exc
+        return arrays
 
 
 def _load_idx_split(directory: Path, split: str) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,101 @@
+"""The `estimator-lab` console script.
+
+Every command reports a bad input as one line on stderr and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from estimator_lab import __version__
+
+
+class UsageError(Exception):
+    """A user-facing error: printed as one line, exit status 2."""
+
+
+def _cmd_demo(args: argparse.Namespace) -> None:
+    from estimator_lab.demo import DemoConfig, run_demo
+    from estimator_lab.device import resolve_device
+    from estimator_lab.estimators import get_estimator
+
+    try:
+        config = DemoConfig(
+            draws=args.draws, seed=args.seed, estimators=tuple(args.estimators.split(",")),
+            batch_size=args.batch_size, chunk_size=args.chunk_size, device=args.device,
+            data_path=args.data,
+        )
+        for name in config.estimators:
+            get_estimator(name)
+        resolve_device(config.device)
+    except (KeyError, ValueError) as error:
+        raise UsageError(error.args[0]) from None
+    report = run_demo(config, args.out, progress=not args.quiet)
+    print(f"report written to {report}")
+
+
+def _cmd_data_fetch(args: argparse.Namespace) -> None:
+    from estimator_lab.data import fetch_mnist
+
+    print(f"MNIST verified and cached at {fetch_mnist(args.cache_dir, force=args.force)}")
+
+
+def _cmd_data_info(args: argparse.Namespace) -> None:
+    from estimator_lab.data import mnist_info
+
+    print(json.dumps(mnist_info(args.cache_dir), indent=2, default=str))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `estimator-lab`."""
+    parser = argparse.ArgumentParser(
+        prog="estimator-lab",
+        description="Statistics of gradient estimators through stochastic neurons.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser(
+        "demo", help="variance of reinforce and st on the paper network; writes a report"
+    )
+    demo.add_argument("--out", default="reports/demo", help="report folder (default: %(default)s)")
+    demo.add_argument("--draws", type=int, default=2000, help="draws per estimator")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--estimators", default="reinforce,st", help="comma-separated names")
+    demo.add_argument("--batch-size", type=int, default=32)
+    demo.add_argument("--chunk-size", type=int, default=32, help="draws held in memory at once")
+    demo.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    demo.add_argument("--data", default=None, help="MNIST npz file or IDX folder")
+    demo.add_argument("--quiet", action="store_true", help="no progress bar")
+    demo.set_defaults(run=_cmd_demo)
+
+    data = commands.add_parser("data", help="MNIST: fetch and verify, or describe the cache")
+    data_commands = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    fetch = data_commands.add_parser("fetch", help="download, verify and cache MNIST")
+    fetch.add_argument("--cache-dir", default=None, help="default: $ESTIMATOR_LAB_DATA or ~/.cache")
+    fetch.add_argument("--force", action="store_true", help="fetch again even if cached")
+    fetch.set_defaults(run=_cmd_data_fetch)
+    info = data_commands.add_parser("info", help="describe the cached MNIST")
+    info.add_argument("--cache-dir", default=None)
+    info.set_defaults(run=_cmd_data_info)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs `estimator-lab`; returns the exit status (2 for a user-facing error)."""
+    from estimator_lab.data import MNISTError
+
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except (UsageError, MNISTError) as error:
+        print(f"estimator-lab: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

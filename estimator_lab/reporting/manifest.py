@@ -1,0 +1,57 @@
+"""The manifest every report carries: versions, seed, device, git revision, wall time."""
+
+from __future__ import annotations
+
+import datetime as dt
+import platform
+import subprocess
+import sys
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+_PACKAGES = ("estimator_lab", "torch", "numpy", "scipy", "statsmodels", "pandas", "seaborn")
+
+
+def _package_version(name: str) -> str | None:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+def git_revision(path: str | Path = ".") -> str | None:
+    """`HEAD`'s commit of the checkout holding `path`, suffixed `-dirty` when it has changes."""
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=path, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+
+    try:
+        revision = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return revision + ("-dirty" if dirty else "")
+
+
+def run_manifest(*, seed: int | None, device: str, wall_time_s: float, **extra: Any) -> dict:
+    """A JSON-ready record of how a result was made.
+
+    Args:
+        seed: the run's seed.
+        device: the device the draws ran on, in words (e.g. `"cpu"`, `"cuda: NVIDIA H100"`).
+        wall_time_s: seconds the run took.
+        **extra: study-specific entries (configuration, command line).
+    """
+    return {
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "seed": seed,
+        "device": device,
+        "wall_time_s": round(wall_time_s, 3),
+        "git_revision": git_revision(Path(__file__).parent),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "versions": {name: _package_version(name) for name in _PACKAGES},
+        **extra,
+    }
