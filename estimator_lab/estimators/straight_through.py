@@ -15,9 +15,9 @@ from estimator_lab.graphs.base import PreparedBatch, StochasticGraph
 class StraightThrough(GradientEstimator):
     """Forward the hard gate `b = 1[u < sigmoid(a)]`; backward `dL/da := dL/db` (biased).
 
-    The gate enters the loss as `b + a - stopgrad(a)`, whose value is `b` and whose derivative
-    with respect to `a` is one. The paper found this variant (without the sigmoid derivative)
-    trained best.
+    The gate enters the loss as `b + (a - stopgrad(a))`, whose value is exactly `b` and whose
+    derivative with respect to `a` is one. The paper found this variant (without the sigmoid
+    derivative) trained best.
 
     References:
         Hinton (2012), lecture 15b; Bengio, Léonard, Courville (2013), Eq. 13.
@@ -29,5 +29,5 @@ class StraightThrough(GradientEstimator):
         self, graph: StochasticGraph, prepared: PreparedBatch, noise: torch.Tensor, state: Any
     ) -> torch.Tensor:
         logits = prepared.logits
-        gates = bernoulli_gates(logits.detach(), noise) + logits - logits.detach()
+        gates = bernoulli_gates(logits.detach(), noise) + (logits - logits.detach())
         return graph.loss(prepared, gates).mean()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -26,6 +27,37 @@ class PreparedBatch:
         return self.logits.shape[0]
 
 
+GateFunction = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]
+"""`(layer, logits, noise) -> gate values` for one layer: how an estimator draws its gates."""
+
+
+@dataclass
+class GateTrace:
+    """One forward pass through every gate layer.
+
+    Attributes:
+        logits: per layer, a `... x B x G_l` tensor of the logits the layer's gates were drawn
+            from (with their autograd history).
+        gates: per layer, the `... x B x G_l` gate values the gate function returned (the values
+            the downstream layers and the loss saw).
+        losses: a `... x B` tensor of per-example losses.
+    """
+
+    logits: list[torch.Tensor]
+    gates: list[torch.Tensor]
+    losses: torch.Tensor
+
+    @property
+    def all_logits(self) -> torch.Tensor:
+        """The logits of every layer concatenated, `... x B x G`."""
+        return torch.cat(self.logits, -1)
+
+    @property
+    def all_gates(self) -> torch.Tensor:
+        """The gates of every layer concatenated, `... x B x G`."""
+        return torch.cat(self.gates, -1)
+
+
 class StochasticGraph(nn.Module):
     """A model with `num_gates` stochastic gates that maps a batch and gate values to losses.
 
@@ -34,11 +66,60 @@ class StochasticGraph(nn.Module):
     losses. Randomness never enters a graph: estimators draw gates from explicit noise tensors,
     so a draw is a pure function of its noise.
 
+    Graphs with several gate layers (sigmoid belief nets) declare `layer_sizes` and compute the
+    logits of layer `l > 0` from the gates above it in `layer_logits`; `sample` runs the layers
+    in order with an estimator's gate function. The gates of all layers are concatenated, in
+    layer order, into the last dimension `G = sum(layer_sizes)` wherever a tensor holds them.
+
     Attributes:
-        num_gates: number of gates per example, `G`.
+        num_gates: number of gates per example, `G`, summed over layers.
     """
 
     num_gates: int
+
+    @property
+    def layer_sizes(self) -> tuple[int, ...]:
+        """Gates per layer, in sampling order (one layer by default)."""
+        return (self.num_gates,)
+
+    def layer_logits(
+        self, prepared: PreparedBatch, layer: int, upstream: list[torch.Tensor]
+    ) -> torch.Tensor:
+        """Logits of gate layer `layer` given the gates of the layers before it.
+
+        Args:
+            prepared: the output of `prepare`; `prepared.logits` are layer 0's logits.
+            layer: the layer index.
+            upstream: the `... x B x G_k` gates of layers `0 .. layer - 1`.
+
+        Returns:
+            a `... x B x G_layer` tensor.
+        """
+        if layer != 0:
+            raise NotImplementedError(f"{type(self).__name__} has one gate layer")
+        return prepared.logits
+
+    def sample(
+        self, prepared: PreparedBatch, noise: torch.Tensor, gate_fn: GateFunction
+    ) -> GateTrace:
+        """Draws every gate layer in order with `gate_fn`, then evaluates the loss.
+
+        Args:
+            prepared: the output of `prepare` for a batch of `B` examples.
+            noise: a `... x B x G` tensor, split over the layers in order.
+            gate_fn: `(layer, logits, layer_noise) -> gates` for one layer.
+
+        Returns:
+            the `GateTrace` of the pass.
+        """
+        logits, gates = [], []
+        for layer, layer_noise in enumerate(noise.split(self.layer_sizes, dim=-1)):
+            layer_logits = self.layer_logits(prepared, layer, gates)
+            if layer_logits.dim() < layer_noise.dim():
+                layer_logits = layer_logits.expand(layer_noise.shape)
+            logits.append(layer_logits)
+            gates.append(gate_fn(layer, layer_logits, layer_noise))
+        return GateTrace(logits, gates, self.loss(prepared, torch.cat(gates, -1)))
 
     def prepare(self, batch: tuple[torch.Tensor, ...]) -> PreparedBatch:
         """Computes the gate logits and the gate-independent features of a minibatch."""

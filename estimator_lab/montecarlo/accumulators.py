@@ -55,6 +55,8 @@ def moments_of(
     """
     if draws.dim() != 2 or draws.shape[0] == 0:
         raise ValueError(f"draws must be a non-empty K x d tensor, got shape {tuple(draws.shape)}")
+    if shift is not None and shift.shape != draws.shape[1:]:
+        raise ValueError(f"shift of shape {tuple(shift.shape)} for draws of {tuple(draws.shape)}")
     if not draws.is_floating_point():
         raise TypeError(f"draws must be floating point, got {draws.dtype}")
     count = draws.shape[0]
@@ -107,9 +109,18 @@ class MomentAccumulator:
             overwrite: allow the chunks to be used as scratch space (saves a copy).
         """
         for name, chunk in draws.items():
+            if chunk.dim() == 0 or chunk.shape[0] == 0:
+                shape = list(chunk.shape)
+                raise ValueError(f"{name}: need a non-empty K x ... chunk, got shape {shape}")
+            flat = chunk.reshape(chunk.shape[0], -1)
             known = self._moments.get(name)
+            if known is not None and flat.shape[1] != known.mean.numel():
+                raise ValueError(
+                    f"{name}: chunk has {flat.shape[1]} coordinates per draw, "
+                    f"the accumulator tracks {known.mean.numel()}"
+                )
             chunk_moments = moments_of(
-                chunk.reshape(chunk.shape[0], -1),
+                flat,
                 shift=None if known is None else known.mean,
                 overwrite=overwrite,
             )

@@ -52,4 +52,6 @@ def uniform_noise(
     for row, index in enumerate(draw_indices):
         generator = torch.Generator().manual_seed(draw_seed(seed, index))
         torch.rand(shape, generator=generator, dtype=torch.float64, out=out[row])
-    return out.to(device=device, dtype=dtype)
+    # Rounding to a shorter float may round values just below 1 up to 1: keep them below.
+    below_one = 1.0 - torch.finfo(dtype).eps / 2
+    return out.to(dtype=dtype).clamp_(max=below_one).to(device)

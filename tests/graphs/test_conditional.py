@@ -1,0 +1,201 @@
+"""The conditional-computation network: sizes, seeded init, losses and gate flips."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from estimator_lab.graphs import ConditionalConfig, ConditionalNetwork, StochasticGraph
+
+SMALL = ConditionalConfig(num_inputs=6, num_gater_hidden=4, num_gates=5, num_classes=3)
+LAYERS = ("gater_hidden", "gater_out", "expert", "output")
+
+
+def small_problem(seed: int = 0, batch_size: int = 4):
+    generator = torch.Generator().manual_seed(seed)
+    net = ConditionalNetwork(SMALL, generator).double()
+    with torch.no_grad():  # make the loss depend visibly on the gates
+        net.output.weight.mul_(4)
+    x = torch.randn(batch_size, SMALL.num_inputs, generator=generator, dtype=torch.float64)
+    y = torch.randint(0, SMALL.num_classes, (batch_size,), generator=generator)
+    return net, (x, y)
+
+
+def random_gates(shape, seed: int = 1) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 2, shape, generator=generator).double()
+
+
+def reference_loss(net, batch, gates: torch.Tensor) -> torch.Tensor:
+    """Per-example losses for `B x G` gates by a plain forward pass (no `prepare`)."""
+    x, y = batch
+    hidden = net.expert(x) * gates
+    return F.cross_entropy(net.output(hidden), y, reduction="none")
+
+
+def test_paper_default_has_2706010_parameters():
+    net = ConditionalNetwork()
+    assert net.config == ConditionalConfig()
+    assert sum(p.numel() for p in net.parameters()) == 2_706_010
+    assert net.num_gates == 2000
+    shapes = {n: tuple(p.shape) for n, p in net.named_parameters()}
+    assert shapes == {
+        "gater_hidden.weight": (400, 784), "gater_hidden.bias": (400,),
+        "gater_out.weight": (2000, 400), "gater_out.bias": (2000,),
+        "expert.weight": (2000, 784), "expert.bias": (2000,),
+        "output.weight": (10, 2000), "output.bias": (10,),
+    }
+
+
+def test_seeded_init_is_reproducible_and_seed_dependent():
+    def params(seed):
+        net = ConditionalNetwork(SMALL, torch.Generator().manual_seed(seed))
+        return dict(net.named_parameters())
+
+    a, b, c = params(0), params(0), params(1)
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+        assert not torch.equal(a[name], c[name]), name
+    # Independent of the global RNG state.
+    torch.manual_seed(99)
+    d = params(0)
+    assert all(torch.equal(a[n], d[n]) for n in a)
+
+
+def test_seeded_init_is_bounded_by_inverse_sqrt_fan_in():
+    net = ConditionalNetwork(
+        ConditionalConfig(num_inputs=50, num_gater_hidden=9, num_gates=30, num_classes=4),
+        torch.Generator().manual_seed(3),
+    )
+    for name in LAYERS:
+        layer = getattr(net, name)
+        bound = layer.in_features**-0.5
+        for param in (layer.weight, layer.bias):
+            assert param.abs().max() <= bound, name
+            # Uniform on the whole interval, not a fraction of it.
+            assert param.abs().max() >= 0.5 * bound, name
+            assert param.min() < 0 < param.max(), name
+
+
+def test_reset_parameters_reseeds():
+    net = ConditionalNetwork(SMALL, torch.Generator().manual_seed(5))
+    before = {n: p.clone() for n, p in net.named_parameters()}
+    net.reset_parameters(torch.Generator().manual_seed(6))
+    assert not any(torch.equal(before[n], p) for n, p in net.named_parameters())
+    net.reset_parameters(torch.Generator().manual_seed(5))
+    assert all(torch.equal(before[n], p) for n, p in net.named_parameters())
+
+
+def test_prepare_returns_logits_and_features():
+    net, batch = small_problem()
+    prepared = net.prepare(batch)
+    x, y = batch
+    assert prepared.batch_size == 4
+    assert prepared.logits.shape == (4, SMALL.num_gates)
+    expected_logits = net.gater_out(torch.tanh(net.gater_hidden(x)))
+    torch.testing.assert_close(prepared.logits, expected_logits, rtol=1e-12, atol=0)
+    torch.testing.assert_close(net.logits(batch), expected_logits, rtol=1e-12, atol=0)
+    torch.testing.assert_close(prepared.features["expert"], net.expert(x), rtol=1e-12, atol=0)
+    assert torch.equal(prepared.features["labels"], y)
+
+
+@pytest.mark.parametrize("leading", [(), (5,), (3, 2)], ids=["BxG", "SxBxG", "SxTxBxG"])
+def test_loss_shapes_and_values_match_a_per_sample_loop(leading):
+    net, batch = small_problem()
+    prepared = net.prepare(batch)
+    gates = random_gates((*leading, 4, SMALL.num_gates))
+    losses = net.loss(prepared, gates)
+    assert losses.shape == (*leading, 4)
+    flat_gates = gates.reshape(-1, 4, SMALL.num_gates)
+    expected = torch.stack([reference_loss(net, batch, g) for g in flat_gates])
+    torch.testing.assert_close(losses.reshape(-1, 4), expected, rtol=1e-12, atol=1e-14)
+    assert losses.min() > 0
+
+
+def test_loss_accepts_fractional_gates():
+    net, batch = small_problem()
+    gates = torch.rand(4, SMALL.num_gates, generator=torch.Generator().manual_seed(0)).double()
+    torch.testing.assert_close(
+        net.loss(net.prepare(batch), gates), reference_loss(net, batch, gates),
+        rtol=1e-12, atol=1e-14,
+    )
+
+
+def test_loss_does_not_rerun_the_gater_or_the_expert():
+    net, batch = small_problem()
+    calls = dict.fromkeys(LAYERS, 0)
+
+    def counter(name):
+        def hook(module, inputs, output):
+            calls[name] += 1
+
+        return hook
+
+    handles = [getattr(net, n).register_forward_hook(counter(n)) for n in LAYERS]
+    try:
+        prepared = net.prepare(batch)
+        assert calls == {"gater_hidden": 1, "gater_out": 1, "expert": 1, "output": 0}
+        net.loss(prepared, random_gates((5, 4, SMALL.num_gates)))
+        assert calls == {"gater_hidden": 1, "gater_out": 1, "expert": 1, "output": 1}
+        net.gate_flip_losses(prepared, random_gates((5, 4, SMALL.num_gates)))
+        assert calls["expert"] == 1 and calls["gater_hidden"] == 1 and calls["gater_out"] == 1
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def explicit_flip_losses(net, prepared, gates: torch.Tensor) -> torch.Tensor:
+    """`2 x ... x B x G` losses with gate i on / off by one `loss` call per gate and value."""
+    out = torch.empty(2, *gates.shape, dtype=gates.dtype)
+    for i in range(gates.shape[-1]):
+        for side, value in enumerate((1.0, 0.0)):
+            flipped = gates.clone()
+            flipped[..., i] = value
+            out[side, ..., i] = net.loss(prepared, flipped)
+    return out
+
+
+@pytest.mark.parametrize("leading", [(), (3,), (2, 3)], ids=["BxG", "SxBxG", "SxTxBxG"])
+@pytest.mark.parametrize("kind", ["binary", "fractional"])
+@pytest.mark.parametrize(
+    "flips",
+    [ConditionalNetwork.gate_flip_losses, StochasticGraph.gate_flip_losses],
+    ids=["override", "generic"],
+)
+def test_gate_flip_losses_match_explicit_flips(flips, kind, leading):
+    net, batch = small_problem(seed=2)
+    prepared = net.prepare(batch)
+    shape = (*leading, 4, SMALL.num_gates)
+    if kind == "binary":
+        gates = random_gates(shape, seed=3)
+    else:
+        gates = torch.rand(shape, generator=torch.Generator().manual_seed(3)).double()
+    with torch.no_grad():
+        got = flips(net, prepared, gates)
+        expected = explicit_flip_losses(net, prepared, gates)
+    assert got.shape == (2, *shape)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_gate_flip_losses_at_the_sampled_value_equal_the_loss():
+    net, batch = small_problem(seed=4)
+    prepared = net.prepare(batch)
+    gates = random_gates((3, 4, SMALL.num_gates), seed=5)
+    with torch.no_grad():
+        flips = net.gate_flip_losses(prepared, gates)
+        losses = net.loss(prepared, gates).unsqueeze(-1).expand_as(gates)
+    at_sample = torch.where(gates.bool(), flips[0], flips[1])
+    torch.testing.assert_close(at_sample, losses, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "field", ["num_inputs", "num_gater_hidden", "num_gates", "num_classes"]
+)
+@pytest.mark.parametrize("value", [0, -1])
+def test_invalid_config_sizes_raise(field, value):
+    with pytest.raises(ValueError, match=field):
+        ConditionalConfig(**{field: value})
+
+
+def test_config_is_frozen():
+    with pytest.raises(AttributeError):
+        SMALL.num_gates = 7
