@@ -143,7 +143,7 @@ def run_demo(config: DemoConfig, out: str | Path, *, progress: bool = False) -> 
         chunk_size=config.chunk_size, progress=progress,
     ):
         noise = uniform_noise(
-            config.seed, indices, reference.noise_shape(prepared),
+            config.seed, indices, reference.noise_shape(graph, prepared),
             dtype=prepared.logits.dtype, device=device,
         )
         reference_draws = gradient_draws(graph, reference, batch, noise, parameters=[])

@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from estimator_lab.graphs.base import PreparedBatch, StochasticGraph
+from estimator_lab.graphs.base import GateTrace, PreparedBatch, StochasticGraph
 
 
 class GradientEstimator:
@@ -22,9 +22,16 @@ class GradientEstimator:
 
     Attributes:
         name: the registry name.
-        is_unbiased: whether the expected draw equals the gradient of the expected loss.
-        distribution: the gate distribution it is defined for (`"bernoulli"` here).
+        is_unbiased: whether the expected draw equals the gradient of the expected loss under
+            the estimator's own gate `distribution`.
+        distribution: the gate distribution whose expected loss it estimates the gradient of:
+            `"bernoulli"` (`b ~ Bernoulli(sigmoid(a))`), or another (e.g. `"sts"`,
+            `"noisy-rectifier"`, `"concrete"`) for estimators that change the gate.
         evaluations_per_draw: how many loss evaluations one draw costs (see `evaluations`).
+        multilayer: whether it supports graphs with several gate layers (`graph.sample`).
+        supports_vmap: whether `surrogate` is a pure tensor function that
+            `torch.func.vmap` can map over draws (no `.item()`, no data-dependent Python
+            control flow, no in-place updates of its inputs); if not, the engine loops.
 
     State (baselines, learned control variates) is explicit: `init(graph)` returns it, `update`
     returns a new one, and `surrogate` only reads it, so the engine can freeze it while it
@@ -35,10 +42,13 @@ class GradientEstimator:
     is_unbiased: ClassVar[bool] = False
     distribution: ClassVar[str] = "bernoulli"
     evaluations_per_draw: ClassVar[int] = 1
+    multilayer: ClassVar[bool] = False
+    supports_vmap: ClassVar[bool] = True
 
-    def noise_shape(self, prepared: PreparedBatch) -> tuple[int, ...]:
-        """Shape of the uniform noise one draw consumes (by default one `U(0,1)` per gate)."""
-        return tuple(prepared.logits.shape)
+    def noise_shape(self, graph: StochasticGraph, prepared: PreparedBatch) -> tuple[int, ...]:
+        """Shape of the uniform noise one draw consumes: by default one `U(0,1)` per gate,
+        `B x G` with `G = graph.num_gates` over all layers."""
+        return (prepared.batch_size, graph.num_gates)
 
     def evaluations(self, graph: StochasticGraph) -> int:
         """Loss evaluations per draw on `graph` (the class flag unless it depends on the graph)."""
@@ -56,7 +66,7 @@ class GradientEstimator:
         Args:
             graph: the model.
             prepared: `graph.prepare(batch)` for a batch of `B` examples, with its autograd graph.
-            noise: a tensor of shape `noise_shape(prepared)`, uniform on `[0, 1)`.
+            noise: a tensor of shape `noise_shape(graph, prepared)`, uniform on `[0, 1)`.
             state: the current state from `init` or `update`.
         """
         raise NotImplementedError
@@ -81,3 +91,25 @@ def bernoulli_log_prob(logits: torch.Tensor, gates: torch.Tensor) -> torch.Tenso
     return -torch.nn.functional.binary_cross_entropy_with_logits(
         logits, gates, reduction="none"
     )
+
+
+def hard_bernoulli(layer: int, logits: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """Gate function for `graph.sample`: hard gates with no gradient path through them."""
+    return bernoulli_gates(logits.detach(), noise)
+
+
+def trace_log_prob(trace: GateTrace) -> torch.Tensor:
+    """`log P(b)` of every gate of a trace, summed over gates and layers: a `... x B` tensor."""
+    return sum(
+        bernoulli_log_prob(logits, gates).sum(-1)
+        for logits, gates in zip(trace.logits, trace.gates, strict=True)
+    )
+
+
+def require_single_layer(graph: StochasticGraph, estimator: GradientEstimator) -> None:
+    """Raises `ValueError` when `estimator` (not `multilayer`) meets a multi-layer graph."""
+    if len(graph.layer_sizes) > 1 and not estimator.multilayer:
+        raise ValueError(
+            f"estimator {estimator.name!r} supports one gate layer; "
+            f"{type(graph).__name__} has layers {graph.layer_sizes}"
+        )

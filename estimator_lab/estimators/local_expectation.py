@@ -6,7 +6,11 @@ from typing import Any
 
 import torch
 
-from estimator_lab.estimators.base import GradientEstimator, bernoulli_gates
+from estimator_lab.estimators.base import (
+    GradientEstimator,
+    bernoulli_gates,
+    require_single_layer,
+)
 from estimator_lab.estimators.registry import register_estimator
 from estimator_lab.graphs.base import PreparedBatch, StochasticGraph
 
@@ -19,7 +23,8 @@ class LocalExpectation(GradientEstimator):
     are sampled. It costs one loss per gate flip; on the paper network the output layer is
     linear in the gates, so all flips cost one `B x G x classes` product
     (`ConditionalNetwork.gate_flip_losses`). Parameters the loss touches directly get the
-    pathwise gradient at the sampled gates.
+    pathwise gradient at the sampled gates. One gate layer only: on a multi-layer graph a
+    flip would change the layers below it.
 
     References:
         Titsias, Lázaro-Gredilla (2015), "Local expectation gradients for black box variational
@@ -35,6 +40,7 @@ class LocalExpectation(GradientEstimator):
     def surrogate(
         self, graph: StochasticGraph, prepared: PreparedBatch, noise: torch.Tensor, state: Any
     ) -> torch.Tensor:
+        require_single_layer(graph, self)
         gates = bernoulli_gates(prepared.logits.detach(), noise)
         losses = graph.loss(prepared, gates)
         flips = graph.gate_flip_losses(prepared, gates).detach()

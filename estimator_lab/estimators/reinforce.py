@@ -6,11 +6,7 @@ from typing import Any
 
 import torch
 
-from estimator_lab.estimators.base import (
-    GradientEstimator,
-    bernoulli_gates,
-    bernoulli_log_prob,
-)
+from estimator_lab.estimators.base import GradientEstimator, hard_bernoulli, trace_log_prob
 from estimator_lab.estimators.registry import register_estimator
 from estimator_lab.graphs.base import PreparedBatch, StochasticGraph
 
@@ -22,7 +18,8 @@ class Reinforce(GradientEstimator):
     With `b = 1[u < p]` and `p = sigmoid(a)`, the surrogate
     `mean_j [L_j(b) + stopgrad(L_j(b)) log P(b_j | a_j)]` differentiates to the pathwise gradient
     of the parameters the loss touches directly plus the score term `L_j (b_j - p_j) / B` on the
-    gate logits of example `j`. Each example's loss is paired with its own gates only.
+    gate logits of example `j`. Each example's loss is paired with its own gates only. On a
+    multi-layer graph the score term sums `log P` over every layer's gates.
 
     Example:
         >>> from estimator_lab.graphs import ConditionalConfig, ConditionalNetwork
@@ -39,11 +36,11 @@ class Reinforce(GradientEstimator):
     """
 
     is_unbiased = True
+    multilayer = True
 
     def surrogate(
         self, graph: StochasticGraph, prepared: PreparedBatch, noise: torch.Tensor, state: Any
     ) -> torch.Tensor:
-        gates = bernoulli_gates(prepared.logits.detach(), noise)
-        losses = graph.loss(prepared, gates)
-        log_prob = bernoulli_log_prob(prepared.logits, gates).sum(-1)
-        return (losses + losses.detach() * log_prob).mean()
+        trace = graph.sample(prepared, noise, hard_bernoulli)
+        losses = trace.losses
+        return (losses + losses.detach() * trace_log_prob(trace)).mean()

@@ -24,10 +24,13 @@ class StraightThrough(GradientEstimator):
     """
 
     is_unbiased = False
+    multilayer = True
 
     def surrogate(
         self, graph: StochasticGraph, prepared: PreparedBatch, noise: torch.Tensor, state: Any
     ) -> torch.Tensor:
-        logits = prepared.logits
-        gates = bernoulli_gates(logits.detach(), noise) + (logits - logits.detach())
-        return graph.loss(prepared, gates).mean()
+        return graph.sample(prepared, noise, _straight_through_gate).losses.mean()
+
+
+def _straight_through_gate(layer: int, logits: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    return bernoulli_gates(logits.detach(), noise) + (logits - logits.detach())

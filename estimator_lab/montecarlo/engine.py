@@ -157,12 +157,13 @@ def iter_draw_chunks(
             chunk = {}
             for name, estimator in estimators.items():
                 noise = uniform_noise(
-                    seed, indices, estimator.noise_shape(prepared),
+                    seed, indices, estimator.noise_shape(graph, prepared),
                     dtype=logits.dtype, device=logits.device,
                 )
                 chunk[name] = gradient_draws(
                     graph, estimator, batch, noise, state=states.get(name),
-                    parameters=parameters, include_logits=include_logits, method=method,
+                    parameters=parameters, include_logits=include_logits,
+                    method=method if estimator.supports_vmap else "loop",
                 )
                 bar.update(len(indices))
             yield indices, chunk
