@@ -37,6 +37,31 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     print(f"report written to {report}")
 
 
+def estimator_table():
+    """One row per registered estimator with its capability flags (a pandas DataFrame)."""
+    import pandas as pd
+
+    from estimator_lab.estimators import available, get_estimator
+
+    rows = []
+    for name in available():
+        estimator = get_estimator(name)
+        rows.append({
+            "name": name,
+            "unbiased": estimator.is_unbiased,
+            "distribution": estimator.distribution,
+            "evaluations_per_draw": estimator.evaluations_per_draw or "per graph",
+            "multilayer": estimator.multilayer,
+            "vmap": estimator.supports_vmap,
+            "class": f"{type(estimator).__module__}.{type(estimator).__qualname__}",
+        })
+    return pd.DataFrame(rows)
+
+
+def _cmd_estimators(args: argparse.Namespace) -> None:
+    print(estimator_table().to_string(index=False))
+
+
 def _cmd_data_fetch(args: argparse.Namespace) -> None:
     from estimator_lab.data import fetch_mnist
 
@@ -71,6 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--data", default=None, help="MNIST npz file or IDX folder")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.set_defaults(run=_cmd_demo)
+
+    estimators = commands.add_parser(
+        "estimators", help="list the registered estimators (built-in and plugins) and their flags"
+    )
+    estimators.set_defaults(run=_cmd_estimators)
 
     data = commands.add_parser("data", help="MNIST: fetch and verify, or describe the cache")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")

@@ -84,3 +84,16 @@ def test_console_script_help_runs():
         [sys.executable, "-m", "estimator_lab.cli", "--help"], capture_output=True, text=True
     )
     assert result.returncode == 0 and "demo" in result.stdout and "data" in result.stdout
+
+
+def test_estimators_lists_every_registered_estimator_with_flags(capsys):
+    from estimator_lab.estimators import available
+
+    assert main(["estimators"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:6] == [
+        "name", "unbiased", "distribution", "evaluations_per_draw", "multilayer", "vmap"
+    ]
+    listed = {line.split()[0]: line.split()[1] for line in lines[1:]}
+    assert set(listed) == set(available())
+    assert listed["reinforce"] == "True" and listed["st"] == "False"
