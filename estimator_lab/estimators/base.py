@@ -29,6 +29,9 @@ class GradientEstimator:
             `"noisy-rectifier"`, `"concrete"`) for estimators that change the gate.
         evaluations_per_draw: how many loss evaluations one draw costs (see `evaluations`).
         multilayer: whether it supports graphs with several gate layers (`graph.sample`).
+        discrete_noise: whether a draw depends on its noise only through the Bernoulli gates
+            `1[u < p]` it implies, copy by copy over leading noise dims (`K x B x G` noise: `K`
+            gate samples); then exact moments come from enumerating gate configurations.
         supports_vmap: whether `surrogate` is a pure tensor function that
             `torch.func.vmap` can map over draws (no `.item()`, no data-dependent Python
             control flow, no in-place updates of its inputs); if not, the engine loops.
@@ -43,6 +46,7 @@ class GradientEstimator:
     distribution: ClassVar[str] = "bernoulli"
     evaluations_per_draw: ClassVar[int] = 1
     multilayer: ClassVar[bool] = False
+    discrete_noise: ClassVar[bool] = False
     supports_vmap: ClassVar[bool] = True
 
     def noise_shape(self, graph: StochasticGraph, prepared: PreparedBatch) -> tuple[int, ...]:

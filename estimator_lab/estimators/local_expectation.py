@@ -32,6 +32,7 @@ class LocalExpectation(GradientEstimator):
     """
 
     is_unbiased = True
+    discrete_noise = True
     evaluations_per_draw = 0  # depends on the graph: see `evaluations`
 
     def evaluations(self, graph: StochasticGraph) -> int:

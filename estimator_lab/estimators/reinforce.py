@@ -37,6 +37,7 @@ class Reinforce(GradientEstimator):
 
     is_unbiased = True
     multilayer = True
+    discrete_noise = True
 
     def surrogate(
         self, graph: StochasticGraph, prepared: PreparedBatch, noise: torch.Tensor, state: Any

@@ -25,6 +25,7 @@ class StraightThrough(GradientEstimator):
 
     is_unbiased = False
     multilayer = True
+    discrete_noise = True
 
     def surrogate(
         self, graph: StochasticGraph, prepared: PreparedBatch, noise: torch.Tensor, state: Any

@@ -7,9 +7,13 @@ from estimator_lab.exact.enumeration import (
     exact_gradient,
     log_prob_and_loss,
 )
+from estimator_lab.exact.moments import ExactMoments, NotComputable, exact_moments
 
 __all__ = [
     "EnumerationTooLarge",
+    "ExactMoments",
+    "NotComputable",
+    "exact_moments",
     "check_enumerable",
     "configurations",
     "exact_gradient",

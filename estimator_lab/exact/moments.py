@@ -1,0 +1,229 @@
+"""Exact mean and variance of an estimator's draws, without Monte Carlo.
+
+A draw is a deterministic function of its uniform noise, so its moments are integrals over the
+noise. Two cases are exact:
+
+- `discrete_noise` estimators depend on the noise only through the Bernoulli gates it implies:
+  the integral is a finite sum over gate configurations (per gate-sample copy), each cell
+  represented by the midpoint of its noise interval, layer by layer.
+- Other single-layer estimators with at most `max_quadrature_dims` uniforms per example: a
+  tensor-product Gauss-Legendre rule on `[0, 1]` split at `p_i` and `1 - p_i` (where hard
+  thresholds of `u` sit), so piecewise-smooth integrands converge fast.
+
+Examples are independent: the draw is `(1/B) sum_j g_j` with `g_j` a function of example `j`'s
+noise, so the mean is `(1/B) sum_j E[g_j]` and the variance `(1/B^2) sum_j Var[g_j]`. This
+holds for every estimator whose draw is a mean of per-example terms with example-independent
+state (all built-in ones); the results are the moments of one draw of the full batch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from estimator_lab.estimators.base import GradientEstimator
+from estimator_lab.exact.enumeration import (
+    DEFAULT_MAX_CONFIGURATIONS,
+    check_enumerable,
+    iter_configuration_chunks,
+)
+from estimator_lab.graphs.base import PreparedBatch, StochasticGraph
+from estimator_lab.montecarlo.engine import GATE_LOGITS, gradient_draws
+
+
+class NotComputable(ValueError):
+    """Exact moments are not available for this estimator on this graph (the message says why)."""
+
+
+@dataclass(frozen=True)
+class ExactMoments:
+    """Exact mean and per-coordinate variance of one draw, by tensor name.
+
+    Attributes:
+        mean: name -> tensor of the parameter's (or gate logits') shape.
+        variance: name -> tensor of the same shape.
+        method: `"enumeration"` or `"quadrature"`.
+        atoms: noise points visited per example.
+    """
+
+    mean: dict[str, torch.Tensor]
+    variance: dict[str, torch.Tensor]
+    method: str
+    atoms: int
+
+
+def _example(batch: tuple[torch.Tensor, ...], j: int) -> tuple[torch.Tensor, ...]:
+    return tuple(t[j : j + 1] for t in batch)
+
+
+def _copies(noise_shape: tuple[int, ...], num_gates: int) -> int:
+    if len(noise_shape) < 2 or noise_shape[-2:] != (1, num_gates):
+        raise NotComputable(
+            f"noise of shape {noise_shape} is not laid out as copies x B x G for one example"
+        )
+    return math.prod(noise_shape[:-2])
+
+
+def _enumeration_atoms(
+    graph: StochasticGraph, prepared: PreparedBatch, copies: int, chunk: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Midpoint noise and probability of each configuration in `chunk` (`C x copies*G`)."""
+    num_gates = graph.num_gates
+    gates = chunk.view(-1, copies, 1, num_gates)  # C x copies x 1 x G
+    layers = list(gates.split(graph.layer_sizes, dim=-1))
+    noise, log_weight = [], torch.zeros(gates.shape[0], dtype=gates.dtype, device=gates.device)
+    for layer, layer_gates in enumerate(layers):
+        p = torch.sigmoid(graph.layer_logits(prepared, layer, layers[:layer])).expand(
+            layer_gates.shape
+        )
+        noise.append(torch.where(layer_gates > 0, p / 2, (1 + p) / 2))
+        log_weight = log_weight + torch.where(layer_gates > 0, p, 1 - p).log().sum((1, 2, 3))
+    return torch.cat(noise, -1), log_weight.exp()
+
+
+def _gauss_legendre_cells(p: float, points: int) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes and weights on `[0, 1]` split at `p` and `1 - p`."""
+    nodes, weights = np.polynomial.legendre.leggauss(points)
+    edges = np.unique(np.clip([0.0, min(p, 1 - p), max(p, 1 - p), 1.0], 0.0, 1.0))
+    all_nodes, all_weights = [], []
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        if hi > lo:
+            all_nodes.append(lo + (hi - lo) * (nodes + 1) / 2)
+            all_weights.append(weights * (hi - lo) / 2)
+    return np.concatenate(all_nodes), np.concatenate(all_weights)
+
+
+def _quadrature_atoms(
+    p: torch.Tensor, noise_shape: tuple[int, ...], points: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tensor-product Gauss-Legendre noise for one example: each uniform dim is split at the
+    `p` of the gate it belongs to (the last noise dim indexes gates)."""
+    dims = math.prod(noise_shape)
+    gate_of_dim = np.arange(dims) % noise_shape[-1]
+    rules = [_gauss_legendre_cells(float(p[g]), points) for g in gate_of_dim]
+    grids = np.meshgrid(*[r[0] for r in rules], indexing="ij")
+    weight_grids = np.meshgrid(*[r[1] for r in rules], indexing="ij")
+    nodes = np.stack([g.ravel() for g in grids], -1).reshape(-1, *noise_shape)
+    weights = np.prod(np.stack([w.ravel() for w in weight_grids], -1), -1)
+    return (torch.as_tensor(nodes, dtype=p.dtype, device=p.device),
+            torch.as_tensor(weights, dtype=p.dtype, device=p.device))
+
+
+def exact_moments(
+    graph: StochasticGraph,
+    estimator: GradientEstimator,
+    batch: tuple[torch.Tensor, ...],
+    *,
+    state: Any = None,
+    parameters: list[str] | None = None,
+    max_configurations: int = DEFAULT_MAX_CONFIGURATIONS,
+    quadrature_points: int = 24,
+    max_quadrature_dims: int = 2,
+    chunk_size: int = 2048,
+) -> ExactMoments:
+    """The exact mean and per-coordinate variance of `estimator`'s draws on `graph`.
+
+    Args:
+        graph: a small graph (run in float64 for reference values).
+        estimator: the estimator; its `state` (default `init(graph)`) is frozen.
+        batch: the minibatch.
+        state: a frozen state shared by every example.
+        parameters: names of the parameters to track (default: all).
+        max_configurations: the enumeration guard, per example.
+        quadrature_points: Gauss-Legendre nodes per cell and noise dimension.
+        max_quadrature_dims: most uniforms per example for quadrature.
+        chunk_size: noise atoms evaluated at once.
+
+    Returns:
+        an `ExactMoments` with `"gate_logits"` and each tracked parameter.
+
+    Raises:
+        NotComputable: when neither enumeration nor quadrature applies, saying why.
+    """
+    state = estimator.init(graph) if state is None else state
+    batch_size = batch[0].shape[0]
+    per_example = [
+        _example_moments(
+            graph, estimator, _example(batch, j), state=state, parameters=parameters,
+            max_configurations=max_configurations, quadrature_points=quadrature_points,
+            max_quadrature_dims=max_quadrature_dims, chunk_size=chunk_size,
+        )
+        for j in range(batch_size)
+    ]
+    mean, variance = {}, {}
+    for name in per_example[0][0]:
+        means = [m[name] for m, _, _, _ in per_example]
+        variances = [v[name] for _, v, _, _ in per_example]
+        if name == GATE_LOGITS:  # example j owns row j of the batch's logits
+            mean[name] = torch.cat(means) / batch_size
+            variance[name] = torch.cat(variances) / batch_size**2
+        else:
+            mean[name] = torch.stack(means).sum(0) / batch_size
+            variance[name] = torch.stack(variances).sum(0) / batch_size**2
+    _, _, method, atoms = per_example[0]
+    return ExactMoments(mean, variance, method, atoms)
+
+
+def _example_moments(
+    graph: StochasticGraph,
+    estimator: GradientEstimator,
+    example: tuple[torch.Tensor, ...],
+    *,
+    state: Any,
+    parameters: list[str] | None,
+    max_configurations: int,
+    quadrature_points: int,
+    max_quadrature_dims: int,
+    chunk_size: int,
+):
+    """Mean and variance of the draws of a one-example batch, the method, and the atom count."""
+    with torch.no_grad():
+        prepared = graph.prepare(example)
+    noise_shape = tuple(estimator.noise_shape(graph, prepared))
+    dtype, device = prepared.logits.dtype, prepared.logits.device
+    if estimator.discrete_noise:
+        copies = _copies(noise_shape, graph.num_gates)
+        check_enumerable(copies * graph.num_gates, max_configurations)
+        method = "enumeration"
+        chunks = (
+            _enumeration_atoms(graph, prepared, copies, configs)
+            for configs in iter_configuration_chunks(
+                copies * graph.num_gates, chunk_size, dtype=dtype, device=device
+            )
+        )
+    else:
+        dims = math.prod(noise_shape)
+        if len(graph.layer_sizes) > 1 or dims > max_quadrature_dims:
+            raise NotComputable(
+                f"{estimator.name!r} has continuous noise with {dims} uniforms per example on "
+                f"{len(graph.layer_sizes)} gate layer(s); quadrature covers one layer and at "
+                f"most {max_quadrature_dims} uniforms"
+            )
+        method = "quadrature"
+        nodes, weights = _quadrature_atoms(
+            torch.sigmoid(prepared.logits[0]), noise_shape, quadrature_points
+        )
+        chunks = zip(nodes.split(chunk_size), weights.split(chunk_size), strict=True)
+    # Weighted sums of (g - shift) and (g - shift)^2, shifted by the first atom's draw so the
+    # variance of a nearly constant draw keeps its precision. The weights sum to one.
+    shift, first, second, atoms = {}, {}, {}, 0
+    for noise, weight in chunks:
+        atoms += noise.shape[0]
+        draws = gradient_draws(graph, estimator, example, noise.view(-1, *noise_shape),
+                               state=state, parameters=parameters)
+        for name, values in draws.items():
+            if name not in shift:
+                shift[name] = values[0].clone()
+                first[name] = torch.zeros_like(values[0])
+                second[name] = torch.zeros_like(values[0])
+            centred = values - shift[name]
+            w = weight.view(-1, *[1] * (values.dim() - 1))
+            first[name] += (w * centred).sum(0)
+            second[name] += (w * centred.square()).sum(0)
+    mean = {name: shift[name] + first[name] for name in shift}
+    variance = {name: (second[name] - first[name].square()).clamp_min(0) for name in shift}
+    return mean, variance, method, atoms

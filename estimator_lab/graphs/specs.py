@@ -1,0 +1,150 @@
+"""Small graphs by name: `toy:n=6,t=0.45`, `sbn:4-4-4`, `tiny-conditional:gates=12`.
+
+A spec is `KIND[:ARGS]`, ARGS a comma-separated list of `key=value` (and, for `sbn`, the layer
+sizes joined by `-`). `build_problem(spec, seed=...)` returns the graph with its batch, ready
+for enumeration (float64 by default).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from estimator_lab.exact.enumeration import DEFAULT_MAX_CONFIGURATIONS
+from estimator_lab.graphs.base import StochasticGraph
+from estimator_lab.graphs.conditional import ConditionalConfig, ConditionalNetwork
+from estimator_lab.graphs.sbn import SigmoidBeliefNet
+from estimator_lab.graphs.toy import ToyGraph
+
+KINDS = ("toy", "sbn", "tiny-conditional")
+MAX_TINY_CONDITIONAL_GATES = 16
+
+
+class GraphSpecError(ValueError):
+    """A graph spec that cannot be built; the message says why in one line."""
+
+
+@dataclass(frozen=True)
+class GraphProblem:
+    """A named small graph with its fixed batch.
+
+    Attributes:
+        spec: the spec it was built from.
+        graph: the model.
+        batch: its fixed minibatch.
+    """
+
+    spec: str
+    graph: StochasticGraph
+    batch: tuple[torch.Tensor, ...]
+
+
+def _parse(spec: str) -> tuple[str, list[str], dict[str, str]]:
+    kind, _, rest = spec.strip().partition(":")
+    positional, options = [], {}
+    for item in filter(None, (part.strip() for part in rest.split(","))):
+        if "=" in item:
+            key, _, value = item.partition("=")
+            if not key or not value or key in options:
+                raise GraphSpecError(f"malformed graph spec {spec!r}: bad item {item!r}")
+            options[key] = value
+        else:
+            positional.append(item)
+    return kind, positional, options
+
+
+def _number(spec: str, options: dict[str, str], key: str, default, kind=int):
+    if key not in options:
+        return default
+    try:
+        return kind(options.pop(key))
+    except ValueError:
+        message = f"malformed graph spec {spec!r}: {key} must be {kind.__name__}"
+        raise GraphSpecError(message) from None
+
+
+def build_problem(
+    spec: str,
+    *,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float64,
+    max_configurations: int = DEFAULT_MAX_CONFIGURATIONS,
+    data_path: str | None = None,
+) -> GraphProblem:
+    """Builds a small graph and its batch from a spec.
+
+    Specs:
+        `toy:n=4,t=0.45` (seeded logits) or `toy:logits=0.5/-1/2,t=0.45` (given logits);
+        `sbn:4-4-4,inputs=8,batch=2,scale=2` (a sigmoid belief net on seeded binary
+        observations); `tiny-conditional:gates=12,hidden=8,batch=4` (the paper network with at
+        most 16 gates, on seeded MNIST validation images).
+
+    Raises:
+        GraphSpecError: for an unknown kind, a malformed spec, unknown keys, or more gate
+            configurations than `max_configurations`.
+    """
+    try:
+        graph, batch = _build(spec, seed, data_path)
+    except GraphSpecError:
+        raise
+    except ValueError as error:  # sizes the graph constructors refuse
+        raise GraphSpecError(f"bad graph spec {spec!r}: {error}") from None
+    configurations = 2**graph.num_gates
+    if configurations > max_configurations:
+        raise GraphSpecError(
+            f"{spec!r} has {graph.num_gates} gates: 2^{graph.num_gates} = {configurations:,} "
+            f"configurations exceed the enumeration limit of {max_configurations:,}"
+        )
+    graph = graph.to(dtype)
+    batch = tuple(t.to(dtype) if t.is_floating_point() else t for t in batch)
+    return GraphProblem(spec, graph, batch)
+
+
+def _build(spec: str, seed: int, data_path: str | None):
+    kind, positional, options = _parse(spec)
+    generator = torch.Generator().manual_seed(seed)
+    if kind == "toy":
+        target = _number(spec, options, "t", 0.45, float)
+        if "logits" in options:
+            try:
+                logits = [float(v) for v in options.pop("logits").split("/")]
+            except ValueError:
+                raise GraphSpecError(f"malformed graph spec {spec!r}: logits") from None
+            graph = ToyGraph(logits, target)
+        else:
+            graph = ToyGraph.seeded(_number(spec, options, "n", 4), target, seed)
+        batch = graph.example_batch(_number(spec, options, "batch", 1))
+    elif kind == "sbn":
+        if len(positional) != 1:
+            raise GraphSpecError(f"malformed graph spec {spec!r}: give layer sizes like sbn:4-4")
+        try:
+            sizes = tuple(int(s) for s in positional[0].split("-"))
+        except ValueError:
+            raise GraphSpecError(f"malformed graph spec {spec!r}: layer sizes") from None
+        inputs = _number(spec, options, "inputs", 8)
+        scale = _number(spec, options, "scale", 2.0, float)
+        graph = SigmoidBeliefNet(inputs, sizes, generator, scale=scale)
+        size = (_number(spec, options, "batch", 2), inputs)
+        batch = ((torch.rand(size, generator=generator) < 0.5).to(torch.float32),)
+    elif kind == "tiny-conditional":
+        from estimator_lab.data import mnist
+
+        gates = _number(spec, options, "gates", 8)
+        if not 1 <= gates <= MAX_TINY_CONDITIONAL_GATES:
+            raise GraphSpecError(
+                f"tiny-conditional takes 1 to {MAX_TINY_CONDITIONAL_GATES} gates, got {gates}"
+            )
+        config = ConditionalConfig(num_gater_hidden=_number(spec, options, "hidden", 8),
+                                   num_gates=gates)
+        graph = ConditionalNetwork(config, generator)
+        images, labels = mnist("valid", path=data_path).tensors()
+        index = torch.randperm(images.shape[0], generator=generator)
+        index = index[: _number(spec, options, "batch", 4)]
+        batch = (images[index], labels[index])
+    else:
+        raise GraphSpecError(f"unknown graph {kind!r} in spec {spec!r}; known: {', '.join(KINDS)}")
+    if options or (positional and kind != "sbn"):
+        extra = ", ".join([*options, *positional])
+        raise GraphSpecError(f"malformed graph spec {spec!r}: unknown {extra}")
+    return graph, batch
