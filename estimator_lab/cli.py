@@ -18,9 +18,9 @@ class UsageError(Exception):
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
-    from estimator_lab.demo import DemoConfig, run_demo
     from estimator_lab.device import resolve_device
     from estimator_lab.estimators import get_estimator
+    from estimator_lab.studies.demo import DemoConfig, run_demo
 
     try:
         config = DemoConfig(
@@ -35,6 +35,25 @@ def _cmd_demo(args: argparse.Namespace) -> None:
         raise UsageError(error.args[0]) from None
     report = run_demo(config, args.out, progress=not args.quiet)
     print(f"report written to {report}")
+
+
+def _cmd_bias(args: argparse.Namespace) -> None:
+    from estimator_lab.estimators import get_estimator
+    from estimator_lab.graphs.specs import build_problem
+    from estimator_lab.studies.bias import BiasConfig, run_bias
+
+    try:
+        config = BiasConfig(
+            graph=args.graph, estimators=tuple(args.estimators.split(",")), draws=args.draws,
+            seed=args.seed, alpha=args.alpha, device=args.device,
+        )
+        for name in config.estimators:
+            get_estimator(name)
+        build_problem(config.graph, seed=config.seed)
+    except (KeyError, ValueError) as error:  # GraphSpecError is a ValueError
+        message = error.args[0] if isinstance(error, KeyError) else str(error)
+        raise UsageError(message) from None
+    print(f"report written to {run_bias(config, args.out, progress=not args.quiet)}")
 
 
 def estimator_table():
@@ -96,6 +115,20 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--data", default=None, help="MNIST npz file or IDX folder")
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.set_defaults(run=_cmd_demo)
+
+    bias = commands.add_parser(
+        "bias", help="estimators on a small graph against its exact gradient; writes a report"
+    )
+    bias.add_argument("--graph", required=True,
+                      help="toy:n=4,t=0.45 | sbn:4-4-4 | tiny-conditional:gates=12")
+    bias.add_argument("--estimators", default="reinforce,st", help="comma-separated names")
+    bias.add_argument("--draws", type=int, default=10_000)
+    bias.add_argument("--seed", type=int, default=0)
+    bias.add_argument("--alpha", type=float, default=0.01, help="family-wise level (Holm)")
+    bias.add_argument("--device", default="auto")
+    bias.add_argument("--out", required=True, help="report folder")
+    bias.add_argument("--quiet", action="store_true", help="no progress bar")
+    bias.set_defaults(run=_cmd_bias)
 
     estimators = commands.add_parser(
         "estimators", help="list the registered estimators (built-in and plugins) and their flags"

@@ -7,6 +7,11 @@ from typing import Any, ClassVar
 import torch
 
 from estimator_lab.graphs.base import GateTrace, PreparedBatch, StochasticGraph
+from estimator_lab.graphs.gates import (  # noqa: F401  (re-exported for estimators)
+    bernoulli_gates,
+    bernoulli_log_prob,
+    hard_bernoulli,
+)
 
 
 class GradientEstimator:
@@ -85,21 +90,7 @@ class GradientEstimator:
         return f"{type(self).__name__}()"
 
 
-def bernoulli_gates(logits: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """Hard gates `b = 1[u < sigmoid(a)]` in the dtype of `logits` (shapes broadcast)."""
-    return (noise < torch.sigmoid(logits)).to(logits.dtype)
 
-
-def bernoulli_log_prob(logits: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
-    """`log P(b | a)` per gate for `b ~ Bernoulli(sigmoid(a))`, stable for large `|a|`."""
-    return -torch.nn.functional.binary_cross_entropy_with_logits(
-        logits, gates, reduction="none"
-    )
-
-
-def hard_bernoulli(layer: int, logits: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """Gate function for `graph.sample`: hard gates with no gradient path through them."""
-    return bernoulli_gates(logits.detach(), noise)
 
 
 def trace_log_prob(trace: GateTrace) -> torch.Tensor:

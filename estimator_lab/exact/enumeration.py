@@ -12,8 +12,8 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
-from estimator_lab.estimators.base import bernoulli_log_prob
 from estimator_lab.graphs.base import PreparedBatch, StochasticGraph
+from estimator_lab.graphs.gates import bernoulli_log_prob
 from estimator_lab.montecarlo.engine import GATE_LOGITS, tracked_parameters
 
 DEFAULT_MAX_CONFIGURATIONS = 2**22

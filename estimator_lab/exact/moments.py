@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from estimator_lab.estimators.base import GradientEstimator
 from estimator_lab.exact.enumeration import (
     DEFAULT_MAX_CONFIGURATIONS,
     check_enumerable,
@@ -33,6 +32,9 @@ from estimator_lab.exact.enumeration import (
 )
 from estimator_lab.graphs.base import PreparedBatch, StochasticGraph
 from estimator_lab.montecarlo.engine import GATE_LOGITS, gradient_draws
+
+if TYPE_CHECKING:  # estimators import this module: only a type here
+    from estimator_lab.estimators.base import GradientEstimator
 
 
 class NotComputable(ValueError):
@@ -82,7 +84,7 @@ def _enumeration_atoms(
         )
         noise.append(torch.where(layer_gates > 0, p / 2, (1 + p) / 2))
         log_weight = log_weight + torch.where(layer_gates > 0, p, 1 - p).log().sum((1, 2, 3))
-    return torch.cat(noise, -1), log_weight.exp()
+    return torch.cat(noise, -1).detach(), log_weight.exp().detach()
 
 
 def _gauss_legendre_cells(p: float, points: int) -> tuple[np.ndarray, np.ndarray]:
@@ -205,7 +207,7 @@ def _example_moments(
             )
         method = "quadrature"
         nodes, weights = _quadrature_atoms(
-            torch.sigmoid(prepared.logits[0]), noise_shape, quadrature_points
+            torch.sigmoid(prepared.logits[0]).detach(), noise_shape, quadrature_points
         )
         chunks = zip(nodes.split(chunk_size), weights.split(chunk_size), strict=True)
     # Weighted sums of (g - shift) and (g - shift)^2, shifted by the first atom's draw so the

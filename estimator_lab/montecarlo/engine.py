@@ -10,15 +10,17 @@ draws.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm.auto import tqdm
 
-from estimator_lab.estimators.base import GradientEstimator
 from estimator_lab.graphs.base import StochasticGraph
 from estimator_lab.montecarlo.accumulators import MomentAccumulator
 from estimator_lab.montecarlo.noise import uniform_noise
+
+if TYPE_CHECKING:  # estimators import this module: only a type here
+    from estimator_lab.estimators.base import GradientEstimator
 
 GATE_LOGITS = "gate_logits"
 

@@ -19,7 +19,7 @@ def estimator_order(names) -> list[str]:
 
 def estimator_palette(names) -> dict[str, tuple[float, float, float]]:
     """A colour per estimator, fixed by its place in the catalogue (plugins after it)."""
-    colours = sns.color_palette("tab20", 20)
+    colours = sns.color_palette("tab10") + sns.color_palette("Dark2")  # 18 distinct hues
     rank = {name: i for i, name in enumerate(ESTIMATOR_ORDER)}
     plugins = sorted(n for n in set(names) if n not in rank)
     slots = rank | {name: len(rank) + i for i, name in enumerate(plugins)}

@@ -1,5 +1,5 @@
 """Statistics of gradient draws with honest error bars."""
 
-from estimator_lab.stats.unbiasedness import UnbiasednessResult, zero_mean_test
+from estimator_lab.stats.unbiasedness import UnbiasednessResult, rounding_scale, zero_mean_test
 
-__all__ = ["UnbiasednessResult", "zero_mean_test"]
+__all__ = ["UnbiasednessResult", "rounding_scale", "zero_mean_test"]

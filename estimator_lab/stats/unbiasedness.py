@@ -59,7 +59,11 @@ class UnbiasednessResult:
 
 
 def zero_mean_test(
-    moments: Moments, *, alpha: float = 0.05, method: str = "holm"
+    moments: Moments,
+    *,
+    alpha: float = 0.05,
+    method: str = "holm",
+    rounding: np.ndarray | float = 0.0,
 ) -> UnbiasednessResult:
     """Tests that every coordinate of a sequence of i.i.d. draws has mean zero.
 
@@ -70,10 +74,16 @@ def zero_mean_test(
     error (Holm) or the false discovery rate (`"fdr_bh"`). Coordinates with zero variance and
     zero mean are exact agreements (p = 1); with zero variance and non-zero mean, p = 0.
 
+    Floating-point rounding is not bias: `rounding` (per coordinate or scalar) is added in
+    quadrature to the standard error, `se' = sqrt(se^2 + rounding^2)`, so an estimator whose
+    draws are nearly constant is not flagged for differences at the level of machine precision.
+    `rounding_scale` gives a sensible value.
+
     Args:
         moments: count, mean and M2 of `n` draws of a `d`-vector.
         alpha: the level for `rejected`.
         method: a statsmodels `multipletests` method.
+        rounding: the size of floating-point error in the mean difference (default 0).
 
     Returns:
         an `UnbiasednessResult`.
@@ -81,7 +91,7 @@ def zero_mean_test(
     if moments.count < 2:
         raise ValueError(f"need at least 2 draws, got {moments.count}")
     estimate = moments.mean.cpu().numpy()
-    stderr = moments.standard_error.cpu().numpy()
+    stderr = np.hypot(moments.standard_error.cpu().numpy(), rounding)
     with np.errstate(divide="ignore", invalid="ignore"):
         z = np.where(stderr > 0, estimate / stderr, np.where(estimate == 0, 0.0, np.inf))
     pvalues = 2 * scipy_stats.norm.sf(np.abs(z))
@@ -97,3 +107,16 @@ def zero_mean_test(
         method=method,
         count=moments.count,
     )
+
+
+def rounding_scale(*values: np.ndarray, dtype=np.float64, ulps: float = 64.0) -> np.ndarray:
+    """`ulps` units in the last place of the largest of `values`, per coordinate.
+
+    Args:
+        *values: arrays of the quantities being compared (e.g. the mean draw and the exact
+            gradient), broadcastable to each other.
+        dtype: the floating dtype the draws were computed in.
+        ulps: how many units of rounding to allow (accumulated error of a sum of a few terms).
+    """
+    largest = np.max(np.abs(np.broadcast_arrays(*values)), axis=0)
+    return ulps * np.finfo(dtype).eps * largest

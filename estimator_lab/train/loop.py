@@ -13,8 +13,9 @@ from typing import Any
 
 import torch
 
-from estimator_lab.estimators.base import GradientEstimator, hard_bernoulli
+from estimator_lab.estimators.base import GradientEstimator
 from estimator_lab.graphs.base import StochasticGraph
+from estimator_lab.graphs.gates import hard_bernoulli
 from estimator_lab.montecarlo.noise import uniform_noise
 
 

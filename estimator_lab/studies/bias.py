@@ -1,0 +1,222 @@
+"""The bias study: estimators on a small graph against its exact gradient.
+
+`estimator-lab bias --graph SPEC --estimators a,b --draws N --seed S --out DIR` draws `N`
+gradient estimates per estimator (common random numbers), computes the exact gradient by
+enumeration and, where the estimator's noise allows, its exact mean and variance, and writes
+`results.csv` (one tidy row per estimator and coordinate), `summary.csv`, `graph.pt` (the
+state dict and batch, to recompute anything), `manifest.json`, a figure and `report.md`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+import torch
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from estimator_lab.device import describe_device, resolve_device
+from estimator_lab.estimators import get_estimator
+from estimator_lab.exact import NotComputable, exact_gradient, exact_moments
+from estimator_lab.graphs.specs import build_problem
+from estimator_lab.montecarlo import GATE_LOGITS, run_draws
+from estimator_lab.montecarlo.accumulators import Moments
+from estimator_lab.plotting import estimator_order, estimator_palette
+from estimator_lab.reporting import markdown_table, run_manifest, staged_directory
+from estimator_lab.stats import rounding_scale, zero_mean_test
+
+RESULT_COLUMNS = [
+    "graph", "estimator", "parameter", "index", "exact", "mean", "stderr", "variance",
+    "exact_mean", "exact_variance", "pvalue", "pvalue_adjusted",
+]
+
+
+@dataclass(frozen=True)
+class BiasConfig:
+    """Settings of a bias study.
+
+    Attributes:
+        graph: a graph spec (`toy:n=4,t=0.45`, `sbn:4-4-4`, `tiny-conditional:gates=12`).
+        estimators: registry names.
+        draws: Monte Carlo draws per estimator.
+        seed: seeds the graph and the noise.
+        alpha: family-wise level (Holm over every coordinate of one estimator).
+        device: `"auto"`, `"cpu"`, `"cuda"`, ...
+        chunk_size: draws held in memory at once.
+    """
+
+    graph: str = "toy:n=4,t=0.45"
+    estimators: tuple[str, ...] = ("reinforce", "st")
+    draws: int = 10_000
+    seed: int = 0
+    alpha: float = 0.01
+    device: str = "auto"
+    chunk_size: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.draws < 2:
+            raise ValueError(f"draws must be >= 2, got {self.draws}")
+        if not 0 < self.alpha < 1:
+            raise ValueError(f"alpha must be in (0, 1), got {self.alpha}")
+        if not self.estimators:
+            raise ValueError("estimators must name at least one estimator")
+
+
+def _flat(tensors: dict[str, torch.Tensor], names: list[str]) -> torch.Tensor:
+    return torch.cat([tensors[n].reshape(-1).double().cpu() for n in names])
+
+
+def estimator_rows(config: BiasConfig, name: str, names: list[str], exact: dict, moments,
+                   shapes: dict) -> tuple[pd.DataFrame, dict]:
+    """Tidy per-coordinate rows and a summary row for one estimator."""
+    mean = torch.cat([moments[n].mean.cpu() for n in names])
+    m2 = torch.cat([moments[n].m2.cpu() for n in names])
+    truth = _flat(exact["gradient"], names)
+    test = zero_mean_test(
+        Moments(moments[names[0]].count, mean - truth, m2), alpha=config.alpha,
+        rounding=rounding_scale(mean.numpy(), truth.numpy()),
+    )
+    exact_est = exact["moments"].get(name)
+    frame = pd.DataFrame({
+        "graph": config.graph,
+        "estimator": name,
+        "parameter": np.concatenate([[n] * int(np.prod(shapes[n])) for n in names]),
+        "index": np.concatenate([np.arange(int(np.prod(shapes[n]))) for n in names]),
+        "exact": truth.numpy(),
+        "mean": mean.numpy(),
+        "stderr": test.standard_error,
+        "variance": torch.cat([moments[n].variance.cpu() for n in names]).numpy(),
+        "exact_mean": _flat(exact_est.mean, names).numpy() if exact_est else np.nan,
+        "exact_variance": _flat(exact_est.variance, names).numpy() if exact_est else np.nan,
+        "pvalue": test.pvalues,
+        "pvalue_adjusted": test.pvalues_adjusted,
+    })
+    estimator = get_estimator(name)
+    bias_norm = float(np.linalg.norm(frame["exact_mean"] - frame["exact"])) if exact_est else np.nan
+    summary = {
+        "estimator": name,
+        "claims_unbiased": estimator.is_unbiased,
+        "draws": test.count,
+        "coordinates": len(frame),
+        "max_abs_z": test.statistic,
+        "holm_pvalue": test.pvalue,
+        "coordinates_flagged": int(test.rejected.sum()),
+        "verdict": "biased" if test.pvalue < config.alpha else "not flagged",
+        "exact_bias_norm": bias_norm,
+        "relative_exact_bias": bias_norm / float(np.linalg.norm(frame["exact"])),
+        "mean_variance": float(frame["variance"].mean()),
+        "exact_mean_variance": float(frame["exact_variance"].mean()) if exact_est else np.nan,
+        "exact_method": exact["methods"].get(name, "not computable"),
+    }
+    return frame, summary
+
+
+def run_bias(config: BiasConfig, out: str | Path, *, progress: bool = False) -> Path:
+    """Runs the bias study and writes its report folder (replaced whole on success).
+
+    Returns:
+        the path of `report.md`.
+    """
+    started = time.perf_counter()
+    device = resolve_device(config.device)
+    problem = build_problem(config.graph, seed=config.seed)
+    graph = problem.graph.to(device)
+    batch = tuple(t.to(device) for t in problem.batch)
+    estimators = {name: get_estimator(name) for name in config.estimators}
+    value, gradient = exact_gradient(graph, batch)
+    exact = {"gradient": gradient, "moments": {}, "methods": {}}
+    for name, estimator in estimators.items():
+        try:
+            exact["moments"][name] = exact_moments(graph, estimator, batch)
+            exact["methods"][name] = exact["moments"][name].method
+        except NotComputable as reason:
+            exact["methods"][name] = f"not computable: {reason}"
+    moments = run_draws(graph, estimators, batch, num_draws=config.draws, seed=config.seed,
+                        chunk_size=config.chunk_size, progress=progress)
+    names = [GATE_LOGITS] + [n for n, _ in graph.named_parameters()]
+    shapes = {n: tuple(t.shape) for n, t in gradient.items()}
+    frames, summaries = zip(*[
+        estimator_rows(config, name, names, exact, moments[name], shapes) for name in estimators
+    ], strict=True)
+    results = pd.concat(frames, ignore_index=True)[RESULT_COLUMNS]
+    summary = pd.DataFrame(summaries)
+    manifest = run_manifest(
+        seed=config.seed, device=describe_device(device),
+        wall_time_s=time.perf_counter() - started, study="bias", config=asdict(config),
+        expected_loss=float(value), num_gates=graph.num_gates,
+    )
+    with staged_directory(out) as stage:
+        results.to_csv(stage / "results.csv", index=False)
+        summary.to_csv(stage / "summary.csv", index=False)
+        torch.save({"spec": config.graph, "seed": config.seed,
+                    "state_dict": {k: v.cpu() for k, v in graph.state_dict().items()},
+                    "batch": [t.cpu() for t in batch]}, stage / "graph.pt")
+        figure = bias_interval_plot(results[results["parameter"] == GATE_LOGITS]).figure
+        figure.savefig(stage / "bias.png", dpi=150)
+        figure.savefig(stage / "bias.pdf")
+        (stage / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+        (stage / "report.md").write_text(bias_report(config, summary, manifest))
+    return Path(out) / "report.md"
+
+
+def bias_interval_plot(frame: pd.DataFrame, max_coordinates: int = 16):
+    """Mean minus exact gradient with 95% intervals, per coordinate and estimator."""
+    frame = frame[frame["index"] < max_coordinates].copy()
+    frame["difference"] = frame["mean"] - frame["exact"]
+    frame["half_width"] = 1.96 * frame["stderr"]
+    order = estimator_order(frame["estimator"])
+    palette = estimator_palette(order)
+    height = max(3.0, 1.0 + 0.12 * len(order) * frame["index"].nunique())
+    ax = Figure(figsize=(8, height)).subplots()
+    offsets = np.linspace(-0.3, 0.3, len(order)) if len(order) > 1 else [0.0]
+    for offset, name in zip(offsets, order, strict=True):
+        part = frame[frame["estimator"] == name]
+        ax.errorbar(part["difference"], part["index"] + offset, xerr=part["half_width"],
+                    fmt="o", color=palette[name], label=name, markersize=3)
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_xlabel("mean draw − exact gradient (95% interval)")
+    ax.set_ylabel("gate logit coordinate")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend(loc="best", fontsize="small")
+    sns.despine(ax=ax)
+    ax.figure.tight_layout()
+    return ax
+
+
+def bias_report(config: BiasConfig, summary: pd.DataFrame, manifest: dict) -> str:
+    """The Markdown report of a bias study from its summary table and manifest."""
+    columns = ["estimator", "claims_unbiased", "verdict", "holm_pvalue", "coordinates_flagged",
+               "coordinates", "relative_exact_bias", "mean_variance", "exact_mean_variance",
+               "exact_method"]
+    return f"""# Bias against the exact gradient: `{config.graph}`
+
+**Question.** Which estimators are biased on `{config.graph}`, measured against the exact
+gradient of the expected loss (enumeration of all 2^{manifest["num_gates"]} gate
+configurations, float64)?
+
+**Setup.** {config.draws:,} draws per estimator, seed {config.seed}, common random numbers;
+per-coordinate z-tests of `mean − exact` with Holm's correction over every coordinate of an
+estimator, family-wise level {config.alpha}, with floating-point rounding (64 ulps) added to
+each standard error so exact agreements are not flagged. Where an estimator's noise is
+discrete (or low dimensional), its exact mean and variance are computed too (`exact_method`):
+`relative_exact_bias` is then `‖E[ĝ] − ∇‖ / ‖∇‖` without Monte Carlo error.
+Device {manifest["device"]}; wall time {manifest["wall_time_s"]:.1f} s; E[L] =
+{manifest["expected_loss"]:.6g}.
+
+{markdown_table(summary[columns])}
+
+![bias intervals](bias.png)
+
+Per-coordinate rows: `results.csv`; the graph's parameters and batch: `graph.pt`.
+
+```
+estimator-lab bias --graph '{config.graph}' --estimators {",".join(config.estimators)} \\
+    --draws {config.draws} --seed {config.seed} --alpha {config.alpha} --out DIR
+```
+"""

@@ -1,0 +1,49 @@
+"""Graph specs: what they build, and one clear error for each bad spec."""
+
+import pytest
+import torch
+
+from estimator_lab.graphs.specs import GraphSpecError, build_problem
+
+
+def test_toy_spec_seeded_and_given_logits():
+    seeded = build_problem("toy:n=6,t=0.45", seed=2)
+    assert seeded.graph.num_gates == 6 and seeded.graph.target == 0.45
+    assert torch.equal(seeded.graph.theta, build_problem("toy:n=6,t=0.45", seed=2).graph.theta)
+    given = build_problem("toy:logits=0.5/-1/2,t=0.3")
+    assert given.graph.theta.tolist() == [0.5, -1.0, 2.0]
+    assert given.graph.theta.dtype == torch.float64
+
+
+def test_sbn_spec_layers_inputs_and_batch():
+    problem = build_problem("sbn:4-4-4,inputs=6,batch=3")
+    assert problem.graph.layer_sizes == (4, 4, 4) and problem.graph.num_gates == 12
+    (x,) = problem.batch
+    assert x.shape == (3, 6) and set(x.unique().tolist()) <= {0.0, 1.0}
+
+
+@pytest.mark.network
+def test_tiny_conditional_uses_real_mnist(mnist_env):
+    problem = build_problem("tiny-conditional:gates=12,batch=4")
+    x, y = problem.batch
+    assert problem.graph.num_gates == 12 and x.shape == (4, 784) and y.dtype == torch.int64
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("foo:n=3", "unknown graph 'foo'"),
+        ("toy:n=40", "2^40 = 1,099,511,627,776 configurations exceed the enumeration limit"),
+        ("toy:n=x", "n must be int"),
+        ("toy:n=", "bad item 'n='"),
+        ("toy:n=3,q=1", "unknown q"),
+        ("toy:n=0", "a toy graph needs at least one gate"),
+        ("sbn:4-a", "layer sizes"),
+        ("sbn", "give layer sizes like sbn:4-4"),
+        ("tiny-conditional:gates=17", "tiny-conditional takes 1 to 16 gates, got 17"),
+    ],
+)
+def test_bad_specs_raise_one_clear_line(spec, message):
+    with pytest.raises(GraphSpecError, match=None) as error:
+        build_problem(spec)
+    assert message in str(error.value) and "\n" not in str(error.value)
