@@ -136,20 +136,48 @@ class MomentAccumulator:
         (3.0, 4.0)
     """
 
-    def __init__(self, *, higher_moments: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        higher_moments: bool = False,
+        group_size: int | None = None,
+        references: dict[str, torch.Tensor] | None = None,
+    ) -> None:
         """Args:
             higher_moments: also track `M3` and `M4` (for variance confidence intervals).
+            group_size: also keep batch-means summaries of groups of this many consecutive
+                draws (`GroupSummaries`, for intervals of total variance and squared bias);
+                `update` then needs each chunk's `first_index`.
+            references: name -> reference vector for the groups' squared bias.
         """
+        from estimator_lab.montecarlo.groups import GroupSummaries
+
         self.higher_moments = higher_moments
+        self.groups = (
+            None if group_size is None
+            else GroupSummaries(group_size, references=dict(references or {}))
+        )
+        self.elapsed_s = 0.0
         self._moments: dict[str, Moments] = {}
 
-    def update(self, draws: dict[str, torch.Tensor], *, overwrite: bool = False) -> None:
+    def update(
+        self,
+        draws: dict[str, torch.Tensor],
+        *,
+        overwrite: bool = False,
+        first_index: int | None = None,
+    ) -> None:
         """Adds a chunk of draws: each value a `K x d` tensor (or `K x ...`, flattened).
 
         Args:
             draws: chunks of draws by name.
             overwrite: allow the chunks to be used as scratch space (saves a copy).
+            first_index: the global index of the chunk's first draw (needed with groups).
         """
+        if self.groups is not None:
+            if first_index is None:
+                raise ValueError("an accumulator with groups needs first_index in update")
+            self.groups.update(draws, first_index)
         for name, chunk in draws.items():
             if chunk.dim() == 0 or chunk.shape[0] == 0:
                 shape = list(chunk.shape)
@@ -173,6 +201,9 @@ class MomentAccumulator:
 
     def merge(self, other: MomentAccumulator) -> None:
         """Adds the draws another accumulator has seen (disjoint from this one's)."""
+        if self.groups is not None and other.groups is not None:
+            self.groups.merge(other.groups)
+        self.elapsed_s += other.elapsed_s
         for name, moments in other._moments.items():
             known = self._moments.get(name)
             self._moments[name] = moments if known is None else merge_moments(known, moments)

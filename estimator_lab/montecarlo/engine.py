@@ -9,6 +9,7 @@ draws.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -139,7 +140,10 @@ def iter_draw_chunks(
     method: str = "vmap",
     progress: bool = False,
 ) -> Iterator[tuple[range, dict[str, dict[str, torch.Tensor]]]]:
-    """Yields `(draw_range, {estimator: {tensor: K x ...}})` chunk by chunk.
+    """Yields `(draw_range, {estimator: {tensor: K x ...}}, {estimator: seconds})` by chunk.
+
+    The seconds are the wall time of making that estimator's draws for the chunk (noise and
+    gradients; on a GPU, without a synchronisation, so only meaningful summed over a run).
 
     Every estimator sees the same noise for the same draw index (common random numbers), and
     the noise of draw `k` does not depend on `chunk_size`.
@@ -156,8 +160,9 @@ def iter_draw_chunks(
     with bar:
         for start in range(0, num_draws, chunk_size):
             indices = range(start, min(start + chunk_size, num_draws))
-            chunk = {}
+            chunk, elapsed = {}, {}
             for name, estimator in estimators.items():
+                started = time.perf_counter()
                 noise = uniform_noise(
                     seed, indices, estimator.noise_shape(graph, prepared),
                     dtype=logits.dtype, device=logits.device,
@@ -167,8 +172,9 @@ def iter_draw_chunks(
                     parameters=parameters, include_logits=include_logits,
                     method=method if estimator.supports_vmap else "loop",
                 )
+                elapsed[name] = time.perf_counter() - started
                 bar.update(len(indices))
-            yield indices, chunk
+            yield indices, chunk, elapsed
 
 
 def run_draws(
@@ -184,6 +190,9 @@ def run_draws(
     include_logits: bool = True,
     method: str = "vmap",
     progress: bool = False,
+    higher_moments: bool = False,
+    group_size: int | None = None,
+    references: Mapping[str, torch.Tensor] | None = None,
 ) -> dict[str, MomentAccumulator]:
     """Streaming moments of `num_draws` gradient draws per estimator.
 
@@ -199,18 +208,27 @@ def run_draws(
         include_logits: also track the gradient with respect to the gate logits.
         method: how per-draw gradients are computed, `"vmap"` or `"loop"` (`gradient_draws`).
         progress: show a progress bar with draws per second.
+        higher_moments: also accumulate `M3` and `M4` (variance intervals).
+        group_size: also keep batch-means summaries of groups of draws (`GroupSummaries`).
+        references: name -> reference gradient for the groups' squared bias.
 
     Returns:
         one `MomentAccumulator` per estimator, keyed like `estimators`, tracking
-        `"gate_logits"` and each parameter by name.
+        `"gate_logits"` and each parameter by name, with `elapsed_s` the seconds spent making
+        its draws.
     """
     states = {name: est.init(graph) for name, est in estimators.items()} | dict(states or {})
-    accumulators = {name: MomentAccumulator() for name in estimators}
-    for _, chunk in iter_draw_chunks(
+    accumulators = {
+        name: MomentAccumulator(higher_moments=higher_moments, group_size=group_size,
+                                references=references)
+        for name in estimators
+    }
+    for indices, chunk, elapsed in iter_draw_chunks(
         graph, estimators, batch, num_draws=num_draws, seed=seed, chunk_size=chunk_size,
         states=states, parameters=parameters, include_logits=include_logits, method=method,
         progress=progress,
     ):
         for name, draws in chunk.items():
-            accumulators[name].update(draws, overwrite=True)
+            accumulators[name].update(draws, overwrite=True, first_index=indices.start)
+            accumulators[name].elapsed_s += elapsed[name]
     return accumulators

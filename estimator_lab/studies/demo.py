@@ -138,7 +138,7 @@ def run_demo(config: DemoConfig, out: str | Path, *, progress: bool = False) -> 
 
     moments = {name: MomentAccumulator() for name in estimators}
     differences = {name: MomentAccumulator() for name in estimators}
-    for indices, chunk in iter_draw_chunks(
+    for indices, chunk, _ in iter_draw_chunks(
         graph, estimators, batch, num_draws=config.draws, seed=config.seed,
         chunk_size=config.chunk_size, progress=progress,
     ):

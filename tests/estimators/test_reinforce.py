@@ -37,7 +37,7 @@ def paired_differences(graph, batch, name: str, seed: int, num_draws: int, **kwa
     """Moments of `name` draws minus `local-expectation` draws under common random numbers."""
     estimators = {name: get_estimator(name), "reference": get_estimator("local-expectation")}
     differences = MomentAccumulator()
-    for _, chunk in iter_draw_chunks(
+    for _, chunk, _ in iter_draw_chunks(
         graph, estimators, batch, num_draws=num_draws, seed=seed, chunk_size=500, **kwargs
     ):
         differences.update({k: chunk[name][k] - chunk["reference"][k] for k in chunk[name]})

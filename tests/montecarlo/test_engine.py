@@ -103,12 +103,12 @@ def concatenated_draws(net, batch, names, chunk_size, seed=5, num_draws=30):
     chunks = list(iter_draw_chunks(
         net, estimators, batch, num_draws=num_draws, seed=seed, chunk_size=chunk_size
     ))
-    ranges = [r for r, _ in chunks]
+    ranges = [r for r, _, _ in chunks]
     assert ranges[0].start == 0 and ranges[-1].stop == num_draws
     assert all(a.stop == b.start for a, b in zip(ranges, ranges[1:], strict=False))
     assert all(len(r) <= chunk_size for r in ranges)
     return {
-        n: {k: torch.cat([c[n][k] for _, c in chunks]) for k in chunks[0][1][n]} for n in names
+        n: {k: torch.cat([c[n][k] for _, c, _ in chunks]) for k in chunks[0][1][n]} for n in names
     }
 
 
