@@ -54,8 +54,14 @@ class GroupMeanResult:
                               "pvalue": self.pvalue}])
 
 
-def group_mean(values, *, null: float = 0.0) -> GroupMeanResult:
+def group_mean(values, *, null: float = 0.0, rounding: float = 0.0) -> GroupMeanResult:
     """Mean, standard error and one-sided t-test (`mean > null`) of i.i.d. group values.
+
+    Args:
+        values: the `G` group values.
+        null: the value under the null hypothesis.
+        rounding: the size of floating-point error in the values, added in quadrature to the
+            standard error so that values equal to `null` up to rounding are not significant.
 
     Raises:
         ValueError: with fewer than two groups.
@@ -64,7 +70,7 @@ def group_mean(values, *, null: float = 0.0) -> GroupMeanResult:
     if values.size < 2:
         raise ValueError(f"need at least 2 complete groups, got {values.size}")
     estimate = float(values.mean())
-    stderr = float(values.std(ddof=1) / np.sqrt(values.size))
+    stderr = float(np.hypot(values.std(ddof=1) / np.sqrt(values.size), rounding))
     if stderr > 0:
         statistic = (estimate - null) / stderr
     else:

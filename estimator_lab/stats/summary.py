@@ -1,0 +1,113 @@
+"""The tidy per-estimator, per-parameter summary with a fixed column schema.
+
+`SUMMARY_COLUMNS` documents every column; `summary_frame` fills them from the accumulators of
+a run, a reference gradient (exact, or the local-expectation reference on the full network),
+and the estimators' costs. Frames round-trip through CSV and parquet unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+import torch
+
+from estimator_lab.montecarlo.accumulators import MomentAccumulator
+from estimator_lab.stats.intervals import group_mean
+
+SUMMARY_COLUMNS = {
+    "estimator": "registry name",
+    "parameter": "tracked tensor: 'gate_logits' or a parameter name",
+    "numel": "coordinates d",
+    "draws": "draws N",
+    "mean_variance": "tr(Sigma)/d, the mean per-coordinate variance of one draw",
+    "total_variance": "tr(Sigma), the total variance of one draw",
+    "total_variance_low": "95% interval of tr(Sigma), t interval over groups (batch means)",
+    "total_variance_high": "upper end of that interval",
+    "mean_norm": "||mean draw||, Monte Carlo noise included",
+    "signal_norm": "sqrt(max(||mean||^2 - tr(Sigma)/N, 0)), an estimate of ||E g||",
+    "snr": "signal_norm / sqrt(tr(Sigma)), signal-to-noise ratio of one draw",
+    "reference_norm": "||r|| of the reference gradient r",
+    "cosine": "cosine between the mean draw and r",
+    "squared_bias": "||mean - r||^2 - tr(Sigma)/N, unbiased for ||E g - r||^2 (can be < 0)",
+    "squared_bias_low": "95% interval of ||E g - r||^2, t interval over groups",
+    "squared_bias_high": "upper end of that interval",
+    "squared_bias_pvalue": "one-sided p-value of ||E g - r||^2 > 0 over groups",
+    "relative_bias": "sqrt(max(squared_bias, 0)) / ||r||",
+    "mse": "squared_bias + total_variance: mean squared error of one draw against r",
+    "evaluations_per_draw": "loss evaluations per draw",
+    "work_variance": "total_variance x evaluations_per_draw",
+    "seconds_per_draw": "measured wall time per draw (noise and gradients, warm-up included)",
+    "time_variance": "total_variance x seconds_per_draw",
+}
+
+
+def _interval(groups, store: str, name: str, rounding: float = 0.0) -> tuple[float, float, float]:
+    values = getattr(groups, store, {}).get(name, {}) if groups is not None else {}
+    if len(values) < 2:
+        return np.nan, np.nan, np.nan
+    result = group_mean(list(values.values()), rounding=rounding)
+    low, high = result.confidence_interval(0.95)
+    return low, high, result.pvalue
+
+
+def summary_frame(
+    accumulators: Mapping[str, MomentAccumulator],
+    *,
+    references: Mapping[str, torch.Tensor] | None = None,
+    evaluations: Mapping[str, int] | None = None,
+) -> pd.DataFrame:
+    """One row per estimator and tracked tensor, with the columns of `SUMMARY_COLUMNS`.
+
+    Args:
+        accumulators: estimator name -> its run's accumulator (with groups for intervals).
+        references: tensor name -> reference gradient `r` (bias columns are NaN without it).
+        evaluations: estimator name -> loss evaluations per draw (NaN if absent).
+
+    Returns:
+        a DataFrame with exactly the columns of `SUMMARY_COLUMNS`, in that order.
+    """
+    references = dict(references or {})
+    evaluations = dict(evaluations or {})
+    rows = []
+    for estimator, accumulator in accumulators.items():
+        for name in accumulator.names():
+            moments = accumulator[name]
+            n, d = moments.count, moments.mean.numel()
+            total = float(moments.variance.sum())
+            mean_norm = float(moments.mean.norm())
+            signal = max(mean_norm**2 - total / n, 0.0) ** 0.5
+            row = {
+                "estimator": estimator, "parameter": name, "numel": d, "draws": n,
+                "mean_variance": total / d, "total_variance": total,
+                "mean_norm": mean_norm, "signal_norm": signal,
+                "snr": signal / total**0.5 if total > 0 else np.inf,
+            }
+            row["total_variance_low"], row["total_variance_high"], _ = _interval(
+                accumulator.groups, "total_variance", name)
+            reference = references.get(name)
+            if reference is not None:
+                r = reference.reshape(-1).double().to(moments.mean.device)
+                r_norm = float(r.norm())
+                squared_bias = float((moments.mean - r).square().sum()) - total / n
+                # Rounding of float64 sums: 64 ulps of the largest norms involved.
+                ulps = 64 * np.finfo(np.float64).eps
+                rounding = (ulps * max(r_norm, mean_norm)) ** 2 + ulps * total
+                low, high, pvalue = _interval(accumulator.groups, "squared_bias", name, rounding)
+                row |= {
+                    "reference_norm": r_norm,
+                    "cosine": float(moments.mean @ r) / (mean_norm * r_norm)
+                    if mean_norm * r_norm > 0 else np.nan,
+                    "squared_bias": squared_bias, "squared_bias_low": low,
+                    "squared_bias_high": high, "squared_bias_pvalue": pvalue,
+                    "relative_bias": max(squared_bias, 0.0) ** 0.5 / r_norm
+                    if r_norm > 0 else np.nan,
+                    "mse": max(squared_bias, 0.0) + total,
+                }
+            per_draw = accumulator.elapsed_s / n if accumulator.elapsed_s else np.nan
+            cost = evaluations.get(estimator, np.nan)
+            row |= {"evaluations_per_draw": cost, "work_variance": total * cost,
+                    "seconds_per_draw": per_draw, "time_variance": total * per_draw}
+            rows.append(row)
+    return pd.DataFrame(rows).reindex(columns=list(SUMMARY_COLUMNS))
