@@ -1,0 +1,54 @@
+"""The summary frame: fixed schema, values, and CSV/parquet round trips."""
+
+import numpy as np
+import pandas as pd
+import torch
+
+from estimator_lab.estimators import get_estimator
+from estimator_lab.exact import exact_gradient
+from estimator_lab.graphs.specs import build_problem
+from estimator_lab.montecarlo import run_draws
+from estimator_lab.stats.summary import SUMMARY_COLUMNS, summary_frame
+
+
+def toy_summary():
+    problem = build_problem("toy:n=3,t=0.45", seed=1)
+    _, gradient = exact_gradient(problem.graph, problem.batch)
+    estimators = {name: get_estimator(name) for name in ["reinforce", "st"]}
+    runs = run_draws(problem.graph, estimators, problem.batch, num_draws=2000, seed=0,
+                     chunk_size=500, group_size=100, references=gradient)
+    evaluations = {n: e.evaluations(problem.graph) for n, e in estimators.items()}
+    return runs, gradient, summary_frame(runs, references=gradient, evaluations=evaluations)
+
+
+def test_schema_and_values():
+    runs, gradient, frame = toy_summary()
+    assert list(frame.columns) == list(SUMMARY_COLUMNS)
+    row = frame.set_index(["estimator", "parameter"]).loc[("reinforce", "theta")]
+    moments = runs["reinforce"]["theta"]
+    total = moments.variance.sum().item()
+    assert row["total_variance"] == total and row["draws"] == 2000 and row["numel"] == 3
+    squared_bias = (moments.mean - gradient["theta"]).square().sum().item() - total / 2000
+    assert row["squared_bias"] == squared_bias
+    assert row["total_variance_low"] < total < row["total_variance_high"]
+    assert row["work_variance"] == total * 1
+    st = frame.set_index(["estimator", "parameter"]).loc[("st", "theta")]
+    assert st["squared_bias_pvalue"] < 1e-6 < row["squared_bias_pvalue"]
+    assert st["relative_bias"] > 1
+
+
+def test_csv_and_parquet_round_trips(tmp_path):
+    *_, frame = toy_summary()
+    frame.to_csv(tmp_path / "s.csv", index=False)
+    frame.to_parquet(tmp_path / "s.parquet", index=False)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "s.csv"), frame, check_exact=True)
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "s.parquet"), frame,
+                                  check_exact=True)
+
+
+def test_without_reference_the_bias_columns_are_empty():
+    runs, _, _ = toy_summary()
+    frame = summary_frame(runs)
+    assert frame["squared_bias"].isna().all() and frame["total_variance"].notna().all()
+    assert np.isnan(frame["evaluations_per_draw"]).all()
+    assert torch.is_tensor(runs["st"]["theta"].mean)
