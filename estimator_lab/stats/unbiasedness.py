@@ -120,3 +120,38 @@ def rounding_scale(*values: np.ndarray, dtype=np.float64, ulps: float = 64.0) ->
     """
     largest = np.max(np.abs(np.broadcast_arrays(*values)), axis=0)
     return ulps * np.finfo(dtype).eps * largest
+
+
+def detectable_bias(
+    variance: np.ndarray,
+    num_draws: int,
+    *,
+    alpha: float = 0.05,
+    power: float = 0.8,
+    num_coordinates: int | None = None,
+) -> np.ndarray:
+    """The smallest per-coordinate bias the unbiasedness test detects with the given power.
+
+    A two-sided z-test at the Bonferroni level `alpha / m` (`m` coordinates; Holm is at least
+    as powerful) rejects a bias `delta` with probability `power` when
+    `|delta| >= (z_{1 - alpha/(2m)} + z_{power}) sqrt(variance / N)`.
+
+    Args:
+        variance: per-coordinate variance of one draw (of the paired difference, when the test
+            runs on differences against a reference).
+        num_draws: `N`.
+        alpha: family-wise level.
+        power: the probability of detection.
+        num_coordinates: `m` (default: the size of `variance`).
+
+    Returns:
+        an array like `variance` of detectable absolute biases.
+
+    Example:
+        >>> float(detectable_bias(np.array([1.0]), 10_000, alpha=0.05, power=0.8)[0])
+        0.028015...
+    """
+    variance = np.asarray(variance, dtype=np.float64)
+    m = variance.size if num_coordinates is None else num_coordinates
+    z = scipy_stats.norm.ppf(1 - alpha / (2 * m)) + scipy_stats.norm.ppf(power)
+    return z * np.sqrt(variance / num_draws)
