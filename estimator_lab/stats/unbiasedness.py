@@ -46,12 +46,15 @@ class UnbiasednessResult:
 
     def to_frame(self) -> pd.DataFrame:
         """One tidy row per coordinate: index, estimate, stderr, z, pvalue, pvalue_adjusted."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = np.where(self.standard_error > 0, self.estimate / self.standard_error,
+                         np.where(self.estimate == 0, 0.0, np.inf))
         return pd.DataFrame(
             {
                 "index": np.arange(self.estimate.size),
                 "estimate": self.estimate,
                 "stderr": self.standard_error,
-                "z": self.estimate / self.standard_error,
+                "z": z,
                 "pvalue": self.pvalues,
                 "pvalue_adjusted": self.pvalues_adjusted,
             }
