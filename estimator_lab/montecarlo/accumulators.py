@@ -37,6 +37,21 @@ class Moments:
         """Whether `m3` and `m4` are tracked."""
         return self.m3 is not None and self.m4 is not None
 
+    def to_dict(self) -> dict:
+        """Plain dict of ints and CPU tensors (loadable by `torch.load(weights_only=True)`)."""
+        return {"count": self.count, "mean": self.mean.cpu(), "m2": self.m2.cpu(),
+                "m3": None if self.m3 is None else self.m3.cpu(),
+                "m4": None if self.m4 is None else self.m4.cpu()}
+
+    @classmethod
+    def from_dict(cls, state: dict, device=None) -> Moments:
+        """Inverse of `to_dict`, tensors moved to `device`."""
+        def move(t):
+            return None if t is None else t.to(device)
+
+        return cls(state["count"], move(state["mean"]), move(state["m2"]), move(state["m3"]),
+                   move(state["m4"]))
+
     @property
     def variance(self) -> torch.Tensor:
         """Unbiased per-coordinate variance `M2 / (n - 1)` (NaN for fewer than two draws)."""
@@ -158,7 +173,33 @@ class MomentAccumulator:
             else GroupSummaries(group_size, references=dict(references or {}))
         )
         self.elapsed_s = 0.0
+        self.skipped: list[int] = []
         self._moments: dict[str, Moments] = {}
+
+    def state_dict(self) -> dict:
+        """Everything needed to resume or merge, as plain dicts and CPU tensors."""
+        return {
+            "higher_moments": self.higher_moments,
+            "elapsed_s": self.elapsed_s,
+            "skipped": list(self.skipped),
+            "moments": {name: m.to_dict() for name, m in self._moments.items()},
+            "groups": None if self.groups is None else self.groups.state_dict(),
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: dict, device=None) -> MomentAccumulator:
+        """An accumulator restored from `state_dict`, tensors moved to `device`."""
+        from estimator_lab.montecarlo.groups import GroupSummaries
+
+        accumulator = cls(higher_moments=state["higher_moments"])
+        accumulator.elapsed_s = state["elapsed_s"]
+        accumulator.skipped = list(state["skipped"])
+        accumulator._moments = {
+            name: Moments.from_dict(m, device) for name, m in state["moments"].items()
+        }
+        if state["groups"] is not None:
+            accumulator.groups = GroupSummaries.from_state_dict(state["groups"], device)
+        return accumulator
 
     def update(
         self,
@@ -204,6 +245,7 @@ class MomentAccumulator:
         if self.groups is not None and other.groups is not None:
             self.groups.merge(other.groups)
         self.elapsed_s += other.elapsed_s
+        self.skipped = sorted(self.skipped + other.skipped)
         for name, moments in other._moments.items():
             known = self._moments.get(name)
             self._moments[name] = moments if known is None else merge_moments(known, moments)

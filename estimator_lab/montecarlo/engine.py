@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -18,6 +19,7 @@ from tqdm.auto import tqdm
 
 from estimator_lab.graphs.base import StochasticGraph
 from estimator_lab.montecarlo.accumulators import MomentAccumulator
+from estimator_lab.montecarlo.checkpoint import load_checkpoint, save_checkpoint, tensor_digest
 from estimator_lab.montecarlo.noise import uniform_noise
 
 if TYPE_CHECKING:  # estimators import this module: only a type here
@@ -139,17 +141,20 @@ def iter_draw_chunks(
     include_logits: bool = True,
     method: str = "vmap",
     progress: bool = False,
-) -> Iterator[tuple[range, dict[str, dict[str, torch.Tensor]]]]:
+    first_draw: int = 0,
+) -> Iterator[tuple[range, dict[str, dict[str, torch.Tensor]], dict[str, float]]]:
     """Yields `(draw_range, {estimator: {tensor: K x ...}}, {estimator: seconds})` by chunk.
 
     The seconds are the wall time of making that estimator's draws for the chunk (noise and
     gradients; on a GPU, without a synchronisation, so only meaningful summed over a run).
 
     Every estimator sees the same noise for the same draw index (common random numbers), and
-    the noise of draw `k` does not depend on `chunk_size`.
+    the noise of draw `k` does not depend on `chunk_size`. The draws are
+    `first_draw .. first_draw + num_draws - 1`.
     """
-    if num_draws < 1 or chunk_size < 1:
-        raise ValueError(f"num_draws and chunk_size must be >= 1, got {num_draws}, {chunk_size}")
+    if num_draws < 1 or chunk_size < 1 or first_draw < 0:
+        raise ValueError(f"num_draws and chunk_size must be >= 1 and first_draw >= 0, got "
+                         f"{num_draws}, {chunk_size}, {first_draw}")
     states = dict(states or {})
     with torch.no_grad():
         prepared = graph.prepare(batch)
@@ -158,8 +163,9 @@ def iter_draw_chunks(
         total=num_draws * len(estimators), unit="draw", disable=not progress, desc="draws"
     )
     with bar:
-        for start in range(0, num_draws, chunk_size):
-            indices = range(start, min(start + chunk_size, num_draws))
+        stop = first_draw + num_draws
+        for start in range(first_draw, stop, chunk_size):
+            indices = range(start, min(start + chunk_size, stop))
             chunk, elapsed = {}, {}
             for name, estimator in estimators.items():
                 started = time.perf_counter()
@@ -175,6 +181,32 @@ def iter_draw_chunks(
                 elapsed[name] = time.perf_counter() - started
                 bar.update(len(indices))
             yield indices, chunk, elapsed
+
+
+class NonFiniteDrawError(FloatingPointError):
+    """A draw with a NaN or infinite entry; the message names estimator, draw and tensor."""
+
+
+def _finite_rows(
+    name: str, draws: dict[str, torch.Tensor], indices: range, nan_policy: str
+) -> torch.Tensor | None:
+    """A `K` boolean mask of finite draws (None if all are); raises under `"raise"`."""
+    finite = None
+    for tensor_name, values in draws.items():
+        rows = torch.isfinite(values.reshape(values.shape[0], -1)).all(1)
+        if bool(rows.all()):
+            continue
+        if nan_policy == "raise":
+            row = int((~rows).nonzero()[0])
+            flat = values[row].reshape(-1)
+            position = int((~torch.isfinite(flat)).nonzero()[0])
+            raise NonFiniteDrawError(
+                f"estimator {name!r}, draw {indices[row]}: gradient of {tensor_name!r} is "
+                f"{flat[position].item()} at flat index {position}; pass nan_policy='skip' to "
+                "count and skip such draws"
+            )
+        finite = rows if finite is None else finite & rows
+    return finite
 
 
 def run_draws(
@@ -193,6 +225,10 @@ def run_draws(
     higher_moments: bool = False,
     group_size: int | None = None,
     references: Mapping[str, torch.Tensor] | None = None,
+    first_draw: int = 0,
+    nan_policy: str = "raise",
+    checkpoint: str | Path | None = None,
+    checkpoint_every_s: float = 60.0,
 ) -> dict[str, MomentAccumulator]:
     """Streaming moments of `num_draws` gradient draws per estimator.
 
@@ -211,24 +247,79 @@ def run_draws(
         higher_moments: also accumulate `M3` and `M4` (variance intervals).
         group_size: also keep batch-means summaries of groups of draws (`GroupSummaries`).
         references: name -> reference gradient for the groups' squared bias.
+        first_draw: index of the first draw (a worker's share of a larger run).
+        nan_policy: `"raise"` stops at the first draw with a NaN or infinite entry, naming the
+            estimator, the draw and the tensor (`NonFiniteDrawError`); `"skip"` leaves such
+            draws out and lists their indices in the accumulator's `skipped`.
+        checkpoint: a file for periodic checkpoints; if it holds a checkpoint of this same run
+            (same seed, estimators, tracked tensors, draws, parameters and batch), the run
+            resumes from it and ends with the statistics of an uninterrupted run.
+        checkpoint_every_s: seconds between checkpoints (one is also written at the end).
 
     Returns:
         one `MomentAccumulator` per estimator, keyed like `estimators`, tracking
         `"gate_logits"` and each parameter by name, with `elapsed_s` the seconds spent making
         its draws.
     """
+    if nan_policy not in ("raise", "skip"):
+        raise ValueError(f"nan_policy must be 'raise' or 'skip', got {nan_policy!r}")
+    if num_draws < 1 or chunk_size < 1:
+        raise ValueError(f"num_draws and chunk_size must be >= 1, got {num_draws}, {chunk_size}")
     states = {name: est.init(graph) for name, est in estimators.items()} | dict(states or {})
     accumulators = {
         name: MomentAccumulator(higher_moments=higher_moments, group_size=group_size,
                                 references=references)
         for name in estimators
     }
-    for indices, chunk, elapsed in iter_draw_chunks(
-        graph, estimators, batch, num_draws=num_draws, seed=seed, chunk_size=chunk_size,
-        states=states, parameters=parameters, include_logits=include_logits, method=method,
-        progress=progress,
-    ):
-        for name, draws in chunk.items():
-            accumulators[name].update(draws, overwrite=True, first_index=indices.start)
-            accumulators[name].elapsed_s += elapsed[name]
+    next_draw, stop = first_draw, first_draw + num_draws
+    if checkpoint is not None:
+        fingerprint = _fingerprint(graph, estimators, batch, seed, first_draw, num_draws,
+                                   parameters, include_logits, higher_moments, group_size)
+        resumed = load_checkpoint(checkpoint, fingerprint, device=graph_device(graph))
+        if resumed is not None:
+            next_draw, accumulators = resumed
+        last_save = time.monotonic()
+    if next_draw < stop:
+        for indices, chunk, elapsed in iter_draw_chunks(
+            graph, estimators, batch, num_draws=stop - next_draw, seed=seed,
+            chunk_size=chunk_size, states=states, parameters=parameters,
+            include_logits=include_logits, method=method, progress=progress,
+            first_draw=next_draw,
+        ):
+            for name, draws in chunk.items():
+                accumulator = accumulators[name]
+                finite = _finite_rows(name, draws, indices, nan_policy)
+                if finite is not None:
+                    accumulator.skipped += [i for i, ok in zip(indices, finite.tolist(),
+                                                               strict=True) if not ok]
+                    draws = {k: v[finite] for k, v in draws.items()}
+                    if not bool(finite.any()):
+                        continue
+                    # Groups need consecutive indices: a group with a skipped draw never
+                    # completes and is left out of the batch means.
+                accumulator.update(draws, overwrite=True, first_index=indices.start)
+                accumulator.elapsed_s += elapsed[name]
+            if checkpoint is not None and time.monotonic() - last_save >= checkpoint_every_s:
+                save_checkpoint(checkpoint, fingerprint, indices.stop, accumulators)
+                last_save = time.monotonic()
+    if checkpoint is not None:
+        save_checkpoint(checkpoint, fingerprint, stop, accumulators)
     return accumulators
+
+
+def graph_device(graph: StochasticGraph) -> torch.device:
+    """The device of the graph's first parameter (CPU for a graph without parameters)."""
+    return next(graph.parameters(), torch.empty(0)).device
+
+
+def _fingerprint(graph, estimators, batch, seed, first_draw, num_draws, parameters,
+                 include_logits, higher_moments, group_size) -> dict:
+    return {
+        "seed": seed, "first_draw": first_draw, "num_draws": num_draws,
+        "estimators": {name: repr(est) for name, est in estimators.items()},
+        "parameters": None if parameters is None else list(parameters),
+        "include_logits": include_logits, "higher_moments": higher_moments,
+        "group_size": group_size,
+        "graph": tensor_digest(p for _, p in sorted(graph.state_dict().items())),
+        "batch": tensor_digest(batch),
+    }

@@ -84,6 +84,27 @@ class GroupSummaries:
         for (name, group), moments in other._open.items():
             self._add(name, group, moments)
 
+    def state_dict(self) -> dict:
+        """Plain dicts, lists and CPU tensors (loadable with `torch.load(weights_only=True)`)."""
+        return {
+            "group_size": self.group_size,
+            "references": {n: r.cpu() for n, r in self.references.items()},
+            "total_variance": {n: dict(g) for n, g in self.total_variance.items()},
+            "squared_bias": {n: dict(g) for n, g in self.squared_bias.items()},
+            "open": [[name, group, m.to_dict()] for (name, group), m in self._open.items()],
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: dict, device=None) -> GroupSummaries:
+        """Inverse of `state_dict`."""
+        summaries = cls(state["group_size"], references=state["references"])
+        summaries.total_variance = {n: dict(g) for n, g in state["total_variance"].items()}
+        summaries.squared_bias = {n: dict(g) for n, g in state["squared_bias"].items()}
+        summaries._open = {
+            (name, group): Moments.from_dict(m, device) for name, group, m in state["open"]
+        }
+        return summaries
+
     def to_frame(self) -> pd.DataFrame:
         """Tidy rows: name, group, total_variance, squared_bias (NaN without a reference)."""
         rows = [

@@ -1,0 +1,180 @@
+"""Long runs: checkpoints that survive SIGKILL, resumes that end identical, named NaNs,
+worker shares that merge to the single-process result, and gloo workers."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from estimator_lab.estimators import get_estimator
+from estimator_lab.estimators.base import GradientEstimator
+from estimator_lab.graphs import ConditionalConfig, ConditionalNetwork
+from estimator_lab.montecarlo import MomentAccumulator, run_draws
+from estimator_lab.montecarlo.checkpoint import CheckpointMismatch
+from estimator_lab.montecarlo.engine import NonFiniteDrawError
+
+CONFIG = ConditionalConfig(num_inputs=12, num_gater_hidden=5, num_gates=8, num_classes=3)
+
+
+def problem():
+    net = ConditionalNetwork(CONFIG, torch.Generator().manual_seed(0)).double()
+    generator = torch.Generator().manual_seed(1)
+    return net, (torch.rand(4, 12, generator=generator, dtype=torch.float64),
+                 torch.randint(0, 3, (4,), generator=generator))
+
+
+def assert_identical(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for name in a:
+        assert a[name].names() == b[name].names()
+        for key in a[name].names():
+            x, y = a[name][key], b[name][key]
+            assert x.count == y.count and torch.equal(x.mean, y.mean) and torch.equal(x.m2, y.m2)
+
+
+def test_state_dict_round_trip(tmp_path):
+    net, batch = problem()
+    runs = run_draws(net, {"reinforce": get_estimator("reinforce")}, batch, num_draws=50, seed=0,
+                     chunk_size=7, higher_moments=True, group_size=10)
+    restored = {n: MomentAccumulator.from_state_dict(a.state_dict()) for n, a in runs.items()}
+    assert_identical(runs, restored)
+    assert restored["reinforce"].groups.to_frame().equals(runs["reinforce"].groups.to_frame())
+
+
+def test_resume_from_checkpoint_is_identical_and_refuses_other_runs(tmp_path):
+    net, batch = problem()
+    estimators = {"reinforce": get_estimator("reinforce"), "st": get_estimator("st")}
+    whole = run_draws(net, estimators, batch, num_draws=120, seed=3, chunk_size=10)
+    path = tmp_path / "run.ckpt"
+    # A first run that stops after 60 draws leaves a checkpoint of draws 0..59 ...
+    partial = run_draws(net, estimators, batch, num_draws=60, seed=3, chunk_size=10)
+    from estimator_lab.montecarlo.checkpoint import save_checkpoint
+    from estimator_lab.montecarlo.engine import _fingerprint
+
+    fingerprint = _fingerprint(net, estimators, batch, 3, 0, 120, None, True, False, None)
+    save_checkpoint(path, fingerprint, 60, partial)
+    # ... and the resumed run ends with exactly the statistics of the uninterrupted one.
+    resumed = run_draws(net, estimators, batch, num_draws=120, seed=3, chunk_size=10,
+                        checkpoint=path)
+    assert_identical(whole, resumed)
+    with pytest.raises(CheckpointMismatch, match="differs in seed"):
+        run_draws(net, estimators, batch, num_draws=120, seed=4, chunk_size=10, checkpoint=path)
+
+
+KILL_SCRIPT = textwrap.dedent("""
+    import sys, torch
+    sys.path.insert(0, {tests!r})
+    from test_resilience import problem
+    from estimator_lab.estimators import get_estimator
+    from estimator_lab.montecarlo import run_draws
+    net, batch = problem()
+    runs = run_draws(net, {{"reinforce": get_estimator("reinforce")}}, batch, num_draws=1500,
+                     seed=5, chunk_size=25, checkpoint={path!r}, checkpoint_every_s=0.0)
+    torch.save({{k: (m.count, m.mean, m.m2) for k, m in runs["reinforce"].compute().items()}},
+               {out!r})
+""")
+
+
+def test_sigkill_then_resume_ends_identical(tmp_path):
+    """A run killed with SIGKILL mid-way and started again ends with the statistics of an
+    uninterrupted run."""
+    tests = os.path.dirname(__file__)
+    path, out = str(tmp_path / "kill.ckpt"), str(tmp_path / "final.pt")
+    script = KILL_SCRIPT.format(tests=tests, path=path, out=out)
+    child = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.monotonic() + 60
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # let it write a few more checkpoints
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert child.returncode == -signal.SIGKILL and not os.path.exists(out)
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+    subprocess.run([sys.executable, "-c", script], check=True)
+    resumed = torch.load(out)
+    net, batch = problem()
+    whole = run_draws(net, {"reinforce": get_estimator("reinforce")}, batch, num_draws=1500,
+                      seed=5, chunk_size=25)["reinforce"]
+    for key, (count, mean, m2) in resumed.items():
+        assert count == 1500
+        assert torch.equal(mean, whole[key].mean) and torch.equal(m2, whole[key].m2)
+
+
+class NaNAtDraw(GradientEstimator):
+    """REINFORCE whose draw is NaN when the first uniform is below 0.05 (about 1 in 20)."""
+
+    name = "nan-at-draw"
+
+    def surrogate(self, graph, prepared, noise, state):
+        value = get_estimator("reinforce").surrogate(graph, prepared, noise, state)
+        return value * torch.where(noise.reshape(-1)[0] < 0.05, torch.nan, 1.0)
+
+
+def test_nan_stops_naming_estimator_draw_and_tensor_or_is_skipped():
+    net, batch = problem()
+    with pytest.raises(NonFiniteDrawError,
+                       match=r"estimator 'broken', draw \d+: gradient of 'gate_logits' is nan"):
+        run_draws(net, {"broken": NaNAtDraw()}, batch, num_draws=200, seed=0)
+    runs = run_draws(net, {"broken": NaNAtDraw()}, batch, num_draws=200, seed=0,
+                     nan_policy="skip")["broken"]
+    assert 0 < len(runs.skipped) < 40
+    assert runs["output.bias"].count == 200 - len(runs.skipped)
+
+
+def test_shares_of_draws_merge_to_the_single_run():
+    net, batch = problem()
+    estimators = {"reinforce": get_estimator("reinforce")}
+    whole = run_draws(net, estimators, batch, num_draws=90, seed=2, chunk_size=9,
+                      group_size=10)["reinforce"]
+    first = run_draws(net, estimators, batch, num_draws=47, seed=2, chunk_size=9,
+                      group_size=10)["reinforce"]
+    second = run_draws(net, estimators, batch, num_draws=43, seed=2, chunk_size=9,
+                       first_draw=47, group_size=10)["reinforce"]
+    first.merge(second)
+    for key in whole.names():
+        torch.testing.assert_close(first[key].mean, whole[key].mean, rtol=1e-12, atol=1e-15)
+        torch.testing.assert_close(first[key].m2, whole[key].m2, rtol=1e-12, atol=1e-15)
+    assert first.groups.to_frame()["group"].tolist() == whole.groups.to_frame()["group"].tolist()
+
+
+def _gloo_worker(rank, world_size, port, out):
+    import torch.distributed as dist
+
+    from estimator_lab.montecarlo.distributed import run_draws_distributed
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=world_size)
+    try:
+        net, batch = problem()
+        merged = run_draws_distributed(net, {"st": get_estimator("st")}, batch, num_draws=60,
+                                       seed=4, chunk_size=8)
+        if rank == 0:
+            torch.save({k: (m.count, m.mean, m.m2) for k, m in merged["st"].compute().items()},
+                       out)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.ddp
+def test_two_gloo_workers_equal_one_process(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = str(tmp_path / "merged.pt")
+    mp.spawn(_gloo_worker, args=(2, port, out), nprocs=2, join=True)
+    merged = torch.load(out)
+    net, batch = problem()
+    single = run_draws(net, {"st": get_estimator("st")}, batch, num_draws=60, seed=4,
+                       chunk_size=8)["st"]
+    for key, (count, mean, m2) in merged.items():
+        assert count == 60
+        torch.testing.assert_close(mean, single[key].mean, rtol=1e-12, atol=1e-15)
+        torch.testing.assert_close(m2, single[key].m2, rtol=1e-12, atol=1e-15)
