@@ -56,6 +56,28 @@ def _cmd_bias(args: argparse.Namespace) -> None:
     print(f"report written to {run_bias(config, args.out, progress=not args.quiet)}")
 
 
+def _cmd_variance(args: argparse.Namespace) -> None:
+    from estimator_lab.estimators import get_estimator
+    from estimator_lab.graphs.specs import build_problem
+    from estimator_lab.studies.variance import VarianceConfig, run_variance
+
+    try:
+        config = VarianceConfig(
+            graph=args.graph, estimators=tuple(args.estimators.split(",")), draws=args.draws,
+            seed=args.seed, parameters_file=args.parameters, chunk_size=args.chunk_size,
+            group_size=args.group_size, alpha=args.alpha, device=args.device,
+            data_path=args.data, checkpoint=args.checkpoint, nan_policy=args.nan_policy,
+        )
+        for name in config.estimators:
+            get_estimator(name)
+        if config.graph != "paper":
+            build_problem(config.graph, seed=config.seed)
+    except (KeyError, ValueError) as error:  # GraphSpecError is a ValueError
+        message = error.args[0] if isinstance(error, KeyError) else str(error)
+        raise UsageError(message) from None
+    print(f"report written to {run_variance(config, args.out, progress=not args.quiet)}")
+
+
 def estimator_table():
     """One row per registered estimator with its capability flags (a pandas DataFrame)."""
     import pandas as pd
@@ -129,6 +151,29 @@ def build_parser() -> argparse.ArgumentParser:
     bias.add_argument("--out", required=True, help="report folder")
     bias.add_argument("--quiet", action="store_true", help="no progress bar")
     bias.set_defaults(run=_cmd_bias)
+
+    variance = commands.add_parser(
+        "variance", help="variance and bias per parameter group, full paper network or small graph"
+    )
+    variance.add_argument("--graph", default="paper", help="paper | toy:... | sbn:... | "
+                          "tiny-conditional:... (default: %(default)s)")
+    variance.add_argument("--estimators", default="reinforce,st", help="comma-separated names")
+    variance.add_argument("--draws", type=int, default=1000)
+    variance.add_argument("--seed", type=int, default=0)
+    variance.add_argument("--parameters", default=None,
+                          help="state dict of the paper network (default: seeded init)")
+    variance.add_argument("--chunk-size", type=int, default=32)
+    variance.add_argument("--group-size", type=int, default=50,
+                          help="draws per batch-means group for intervals")
+    variance.add_argument("--alpha", type=float, default=0.01)
+    variance.add_argument("--device", default="auto")
+    variance.add_argument("--data", default=None, help="MNIST npz file or IDX folder")
+    variance.add_argument("--checkpoint", default=None,
+                          help="checkpoint file: written periodically, resumed if present")
+    variance.add_argument("--nan-policy", choices=["raise", "skip"], default="raise")
+    variance.add_argument("--out", required=True, help="report folder")
+    variance.add_argument("--quiet", action="store_true", help="no progress bar")
+    variance.set_defaults(run=_cmd_variance)
 
     estimators = commands.add_parser(
         "estimators", help="list the registered estimators (built-in and plugins) and their flags"

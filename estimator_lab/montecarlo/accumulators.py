@@ -157,6 +157,7 @@ class MomentAccumulator:
         higher_moments: bool = False,
         group_size: int | None = None,
         references: dict[str, torch.Tensor] | None = None,
+        zero_reference: bool = False,
     ) -> None:
         """Args:
             higher_moments: also track `M3` and `M4` (for variance confidence intervals).
@@ -164,13 +165,15 @@ class MomentAccumulator:
                 draws (`GroupSummaries`, for intervals of total variance and squared bias);
                 `update` then needs each chunk's `first_index`.
             references: name -> reference vector for the groups' squared bias.
+            zero_reference: the groups' squared bias is against zero (paired differences).
         """
         from estimator_lab.montecarlo.groups import GroupSummaries
 
         self.higher_moments = higher_moments
         self.groups = (
             None if group_size is None
-            else GroupSummaries(group_size, references=dict(references or {}))
+            else GroupSummaries(group_size, references=dict(references or {}),
+                                zero_reference=zero_reference)
         )
         self.elapsed_s = 0.0
         self.skipped: list[int] = []

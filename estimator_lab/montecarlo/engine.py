@@ -229,6 +229,7 @@ def run_draws(
     nan_policy: str = "raise",
     checkpoint: str | Path | None = None,
     checkpoint_every_s: float = 60.0,
+    paired_with: str | None = None,
 ) -> dict[str, MomentAccumulator]:
     """Streaming moments of `num_draws` gradient draws per estimator.
 
@@ -255,26 +256,36 @@ def run_draws(
             (same seed, estimators, tracked tensors, draws, parameters and batch), the run
             resumes from it and ends with the statistics of an uninterrupted run.
         checkpoint_every_s: seconds between checkpoints (one is also written at the end).
+        paired_with: the name of one of `estimators` (a reference such as
+            `local-expectation`); every other estimator `e` then also gets an accumulator
+            `"e - paired_with"` of the paired differences of draws made from the same noise,
+            whose mean tests `E[g_e] = E[g_ref]` with the variance of the difference.
 
     Returns:
-        one `MomentAccumulator` per estimator, keyed like `estimators`, tracking
-        `"gate_logits"` and each parameter by name, with `elapsed_s` the seconds spent making
-        its draws.
+        one `MomentAccumulator` per estimator, keyed like `estimators` (and the paired
+        differences), tracking `"gate_logits"` and each parameter by name, with `elapsed_s`
+        the seconds spent making its draws.
     """
     if nan_policy not in ("raise", "skip"):
         raise ValueError(f"nan_policy must be 'raise' or 'skip', got {nan_policy!r}")
     if num_draws < 1 or chunk_size < 1:
         raise ValueError(f"num_draws and chunk_size must be >= 1, got {num_draws}, {chunk_size}")
     states = {name: est.init(graph) for name, est in estimators.items()} | dict(states or {})
+    if paired_with is not None and paired_with not in estimators:
+        raise KeyError(f"paired_with={paired_with!r} is not one of {list(estimators)}")
+    pairs = {f"{name} - {paired_with}": name for name in estimators
+             if paired_with is not None and name != paired_with}
     accumulators = {
         name: MomentAccumulator(higher_moments=higher_moments, group_size=group_size,
-                                references=references)
-        for name in estimators
+                                references=None if name in pairs else references,
+                                zero_reference=name in pairs)
+        for name in [*estimators, *pairs]
     }
     next_draw, stop = first_draw, first_draw + num_draws
     if checkpoint is not None:
         fingerprint = _fingerprint(graph, estimators, batch, seed, first_draw, num_draws,
                                    parameters, include_logits, higher_moments, group_size)
+        fingerprint["paired_with"] = paired_with
         resumed = load_checkpoint(checkpoint, fingerprint, device=graph_device(graph))
         if resumed is not None:
             next_draw, accumulators = resumed
@@ -286,6 +297,9 @@ def run_draws(
             include_logits=include_logits, method=method, progress=progress,
             first_draw=next_draw,
         ):
+            for pair, name in pairs.items():  # before the estimators' chunks are overwritten
+                chunk[pair] = {k: v - chunk[paired_with][k] for k, v in chunk[name].items()}
+                elapsed[pair] = 0.0
             for name, draws in chunk.items():
                 accumulator = accumulators[name]
                 finite = _finite_rows(name, draws, indices, nan_policy)

@@ -28,12 +28,14 @@ class GroupSummaries:
         group_size: draws per group, `m`.
         references: optional name -> `d` reference vector `r` (the exact or reference gradient)
             for the squared bias.
+        zero_reference: use `r = 0` for every name (for draws of paired differences).
         total_variance: name -> {group: `sum_i M2_i / (m - 1)`}, unbiased for `tr(Sigma)`.
         squared_bias: name -> {group: `||mean_g - r||^2 - W_g / m`}, unbiased for `||E g - r||^2`.
     """
 
     group_size: int
     references: dict[str, torch.Tensor] = field(default_factory=dict)
+    zero_reference: bool = False
     total_variance: dict[str, dict[int, float]] = field(default_factory=dict)
     squared_bias: dict[str, dict[int, float]] = field(default_factory=dict)
     _open: dict[tuple[str, int], Moments] = field(default_factory=dict)
@@ -69,8 +71,9 @@ class GroupSummaries:
         m = self.group_size
         within = float(merged.m2.sum()) / (m - 1)
         self.total_variance.setdefault(name, {})[group] = within
-        if name in self.references:
-            gap = merged.mean - self.references[name].to(merged.mean.device)
+        if name in self.references or self.zero_reference:
+            gap = merged.mean - (self.references[name].to(merged.mean.device)
+                                 if name in self.references else 0.0)
             self.squared_bias.setdefault(name, {})[group] = float(gap.square().sum()) - within / m
 
     def merge(self, other: GroupSummaries) -> None:
@@ -89,6 +92,7 @@ class GroupSummaries:
         return {
             "group_size": self.group_size,
             "references": {n: r.cpu() for n, r in self.references.items()},
+            "zero_reference": self.zero_reference,
             "total_variance": {n: dict(g) for n, g in self.total_variance.items()},
             "squared_bias": {n: dict(g) for n, g in self.squared_bias.items()},
             "open": [[name, group, m.to_dict()] for (name, group), m in self._open.items()],
@@ -97,7 +101,8 @@ class GroupSummaries:
     @classmethod
     def from_state_dict(cls, state: dict, device=None) -> GroupSummaries:
         """Inverse of `state_dict`."""
-        summaries = cls(state["group_size"], references=state["references"])
+        summaries = cls(state["group_size"], references=state["references"],
+                        zero_reference=state["zero_reference"])
         summaries.total_variance = {n: dict(g) for n, g in state["total_variance"].items()}
         summaries.squared_bias = {n: dict(g) for n, g in state["squared_bias"].items()}
         summaries._open = {

@@ -57,6 +57,7 @@ def summary_frame(
     *,
     references: Mapping[str, torch.Tensor] | None = None,
     evaluations: Mapping[str, int] | None = None,
+    differences: Mapping[str, MomentAccumulator] | None = None,
 ) -> pd.DataFrame:
     """One row per estimator and tracked tensor, with the columns of `SUMMARY_COLUMNS`.
 
@@ -64,6 +65,10 @@ def summary_frame(
         accumulators: estimator name -> its run's accumulator (with groups for intervals).
         references: tensor name -> reference gradient `r` (bias columns are NaN without it).
         evaluations: estimator name -> loss evaluations per draw (NaN if absent).
+        differences: estimator name -> accumulator of its draws minus paired draws of a
+            noisy reference (`run_draws(..., paired_with=...)`); the bias columns then come
+            from the differences, `||mean(g - r)||^2 - tr(Cov(g - r))/N`, which is unbiased
+            for `||E g - E r||^2` whatever the reference's own noise.
 
     Returns:
         a DataFrame with exactly the columns of `SUMMARY_COLUMNS`, in that order.
@@ -90,11 +95,16 @@ def summary_frame(
             if reference is not None:
                 r = reference.reshape(-1).double().to(moments.mean.device)
                 r_norm = float(r.norm())
-                squared_bias = float((moments.mean - r).square().sum()) - total / n
+                paired = (differences or {}).get(estimator)
+                gap, spread, groups = (
+                    (moments.mean - r, total, accumulator.groups) if paired is None else
+                    (paired[name].mean, float(paired[name].variance.sum()), paired.groups)
+                )
+                squared_bias = float(gap.square().sum()) - spread / n
                 # Rounding of float64 sums: 64 ulps of the largest norms involved.
                 ulps = 64 * np.finfo(np.float64).eps
                 rounding = (ulps * max(r_norm, mean_norm)) ** 2 + ulps * total
-                low, high, pvalue = _interval(accumulator.groups, "squared_bias", name, rounding)
+                low, high, pvalue = _interval(groups, "squared_bias", name, rounding)
                 row |= {
                     "reference_norm": r_norm,
                     "cosine": float(moments.mean @ r) / (mean_norm * r_norm)

@@ -1,0 +1,42 @@
+"""The variance study: small graphs against the exact gradient, the paper network against the
+paired local-expectation reference, and bad input."""
+
+import pandas as pd
+import pytest
+
+from estimator_lab.cli import main
+from estimator_lab.stats import SUMMARY_COLUMNS
+from estimator_lab.studies.variance import GATE_COLUMNS
+
+
+def test_variance_on_a_small_graph(tmp_path):
+    out = tmp_path / "var"
+    assert main(["variance", "--graph", "toy:n=3", "--estimators", "reinforce,st", "--draws",
+                 "400", "--group-size", "20", "--out", str(out), "--quiet"]) == 0
+    summary = pd.read_csv(out / "summary.csv")
+    assert list(summary.columns) == ["graph", *SUMMARY_COLUMNS]
+    gates = pd.read_csv(out / "gates.csv")
+    assert list(gates.columns) == GATE_COLUMNS and len(gates) == 2 * 3
+    st = summary.set_index(["estimator", "parameter"]).loc[("st", "theta")]
+    assert st["squared_bias_pvalue"] < 1e-6
+
+
+@pytest.mark.network
+def test_variance_on_the_paper_network_with_the_paired_reference(mnist_env, tmp_path):
+    out = tmp_path / "paper"
+    assert main(["variance", "--estimators", "reinforce", "--draws", "8", "--group-size", "4",
+                 "--chunk-size", "4", "--out", str(out), "--quiet"]) == 0
+    summary = pd.read_csv(out / "summary.csv")
+    assert set(summary["estimator"]) == {"reinforce", "local-expectation"}
+    assert summary.groupby("estimator")["numel"].sum().tolist() == [2_706_010 + 64_000] * 2
+    assert "mean of local-expectation draws" in (out / "report.md").read_text()
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--graph", "toy:n=99"], "exceed the enumeration limit"),
+    (["--draws", "10"], "draws must be at least two groups"),
+    (["--estimators", "nope"], "unknown estimator 'nope'"),
+])
+def test_bad_variance_input(argv, message, tmp_path, capsys):
+    assert main(["variance", *argv, "--out", str(tmp_path / "o")]) == 2
+    assert message in capsys.readouterr().err
