@@ -61,6 +61,28 @@ class UnbiasednessResult:
         )
 
 
+def adjust_pvalues(pvalues: np.ndarray, method: str = "holm") -> np.ndarray:
+    """Holm (family-wise) or Benjamini-Hochberg (false discovery rate) adjusted p-values.
+
+    The same values as `statsmodels.stats.multitest.multipletests(..., method)[1]` for
+    `"holm"` and `"fdr_bh"`, without its per-call garbage collection (a quarter of a second
+    per call in a process holding many tensors). Other methods go to statsmodels.
+    """
+    pvalues = np.asarray(pvalues, dtype=np.float64)
+    m = pvalues.size
+    order = np.argsort(pvalues, kind="stable")
+    ranked = pvalues[order]
+    if method == "holm":
+        steps = np.maximum.accumulate(ranked * np.arange(m, 0, -1))
+    elif method == "fdr_bh":
+        steps = np.minimum.accumulate((ranked * m / np.arange(1, m + 1))[::-1])[::-1]
+    else:
+        return multipletests(pvalues, method=method)[1]
+    adjusted = np.empty(m)
+    adjusted[order] = np.minimum(steps, 1.0)
+    return adjusted
+
+
 def zero_mean_test(
     moments: Moments,
     *,
@@ -98,7 +120,7 @@ def zero_mean_test(
     with np.errstate(divide="ignore", invalid="ignore"):
         z = np.where(stderr > 0, estimate / stderr, np.where(estimate == 0, 0.0, np.inf))
     pvalues = 2 * scipy_stats.norm.sf(np.abs(z))
-    _, adjusted, _, _ = multipletests(pvalues, alpha=alpha, method=method)
+    adjusted = adjust_pvalues(pvalues, method)
     return UnbiasednessResult(
         statistic=float(np.abs(z).max()),
         pvalue=float(adjusted.min()),

@@ -32,3 +32,15 @@ def test_detectable_bias_has_the_stated_power():
     means = delta + rng.normal(0, 1 / np.sqrt(n), size=2000)  # one biased coordinate, 2000 runs
     detected = (np.abs(means) * np.sqrt(n) > threshold).sum()
     assert 1500 <= detected <= 1700, detected
+
+
+def test_adjusted_pvalues_match_statsmodels():
+    from statsmodels.stats.multitest import multipletests
+
+    from estimator_lab.stats.unbiasedness import adjust_pvalues
+
+    rng = np.random.default_rng(5)
+    pvalues = np.concatenate([rng.uniform(size=200), rng.uniform(0, 1e-4, size=20), [0.3, 0.3]])
+    for method in ("holm", "fdr_bh", "bonferroni"):
+        np.testing.assert_allclose(adjust_pvalues(pvalues, method),
+                                   multipletests(pvalues, method=method)[1], rtol=1e-14)
