@@ -75,7 +75,9 @@ def _cmd_variance(args: argparse.Namespace) -> None:
     except (KeyError, ValueError) as error:  # GraphSpecError is a ValueError
         message = error.args[0] if isinstance(error, KeyError) else str(error)
         raise UsageError(message) from None
-    print(f"report written to {run_variance(config, args.out, progress=not args.quiet)}")
+    report = run_variance(config, args.out, progress=not args.quiet)
+    if report is not None:  # under torchrun, rank 0 writes the report
+        print(f"report written to {report}")
 
 
 def estimator_table():

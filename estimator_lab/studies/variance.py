@@ -14,6 +14,7 @@ and `report.md`.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from estimator_lab.graphs import ConditionalNetwork
 from estimator_lab.graphs.specs import build_problem
 from estimator_lab.montecarlo import GATE_LOGITS, run_draws
 from estimator_lab.montecarlo.accumulators import Moments
+from estimator_lab.montecarlo.distributed import run_draws_distributed
 from estimator_lab.plotting import group_variance_plot
 from estimator_lab.reporting import markdown_table, run_manifest, staged_directory
 from estimator_lab.stats import SUMMARY_COLUMNS, rounding_scale, summary_frame, zero_mean_test
@@ -94,10 +96,34 @@ def paper_problem(config: VarianceConfig, device: torch.device):
     return graph.to(device), (images[index].to(device), labels[index].to(device))
 
 
-def run_variance(config: VarianceConfig, out: str | Path, *, progress: bool = False) -> Path:
-    """Runs the variance study and writes its report folder (replaced whole on success)."""
+def distributed_rank() -> tuple[int, int]:
+    """`(rank, world_size)`, initialising torch.distributed when launched by torchrun.
+
+    Under `torchrun` (the environment holds `WORLD_SIZE > 1`), the default process group is
+    initialised from the environment (NCCL when CUDA is available, else gloo) if it is not yet.
+    """
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def run_variance(
+    config: VarianceConfig, out: str | Path, *, progress: bool = False
+) -> Path | None:
+    """Runs the variance study and writes its report folder (replaced whole on success).
+
+    Under `torchrun --nproc_per_node=N` the draws are split across the ranks and merged
+    exactly (`run_draws_distributed`); rank 0 writes the report (and returns its path; the
+    other ranks return None), each rank its own checkpoint.
+    """
     started = time.perf_counter()
     device = resolve_device(config.device)
+    if device.type == "cuda" and "LOCAL_RANK" in os.environ:  # one GPU per torchrun rank
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
     exact = config.graph != "paper"
     if exact:
         problem = build_problem(config.graph, seed=config.seed)
@@ -108,12 +134,20 @@ def run_variance(config: VarianceConfig, out: str | Path, *, progress: bool = Fa
         graph, batch = paper_problem(config, device)
     names = list(dict.fromkeys([*config.estimators, *([] if exact else [REFERENCE])]))
     estimators = {name: get_estimator(name) for name in names}
-    runs = run_draws(
-        graph, estimators, batch, num_draws=config.draws, seed=config.seed,
-        chunk_size=config.chunk_size, group_size=config.group_size, progress=progress,
-        paired_with=None if exact else REFERENCE, checkpoint=config.checkpoint,
-        nan_policy=config.nan_policy, references=reference if exact else None,
+    rank, world_size = distributed_rank()
+    checkpoint = config.checkpoint
+    if checkpoint is not None and world_size > 1:
+        checkpoint = f"{checkpoint}.rank{rank}"
+    options = dict(
+        chunk_size=config.chunk_size, group_size=config.group_size,
+        progress=progress and rank == 0, paired_with=None if exact else REFERENCE,
+        checkpoint=checkpoint, nan_policy=config.nan_policy,
+        references=reference if exact else None,
     )
+    draw = run_draws_distributed if world_size > 1 else run_draws
+    runs = draw(graph, estimators, batch, num_draws=config.draws, seed=config.seed, **options)
+    if rank != 0:
+        return None
     differences = {}
     if not exact:
         reference = {k: runs[REFERENCE][k].mean.view(shape) for k, shape in
@@ -126,7 +160,7 @@ def run_variance(config: VarianceConfig, out: str | Path, *, progress: bool = Fa
     gates = pd.concat([_gate_rows(config, runs, name, reference, exact)
                        for name in config.estimators], ignore_index=True)
     manifest = run_manifest(
-        seed=config.seed, device=describe_device(device),
+        seed=config.seed, device=describe_device(device), world_size=world_size,
         wall_time_s=time.perf_counter() - started, study="variance", config=asdict(config),
         reference="exact gradient (enumeration)" if exact else f"mean of {REFERENCE} draws",
         skipped_draws={n: len(a.skipped) for n, a in runs.items()},

@@ -40,3 +40,23 @@ def test_variance_on_the_paper_network_with_the_paired_reference(mnist_env, tmp_
 def test_bad_variance_input(argv, message, tmp_path, capsys):
     assert main(["variance", *argv, "--out", str(tmp_path / "o")]) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.ddp
+def test_torchrun_two_workers_match_one_process(tmp_path):
+    """`torchrun --nproc_per_node=2` splits the draws and merges them: the same summary."""
+    import subprocess
+    import sys
+
+    argv = ["variance", "--graph", "toy:n=3", "--estimators", "reinforce,st", "--draws", "400",
+            "--group-size", "20", "--quiet", "--device", "cpu"]
+    single, double = tmp_path / "one", tmp_path / "two"
+    assert main([*argv, "--out", str(single)]) == 0
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                    "--nproc_per_node=2", "-m", "estimator_lab.cli", *argv, "--out", str(double)],
+                   check=True, capture_output=True, timeout=300)
+    one = pd.read_csv(single / "summary.csv")
+    two = pd.read_csv(double / "summary.csv")
+    numbers = ["draws", "mean_variance", "total_variance", "mean_norm", "squared_bias"]
+    pd.testing.assert_frame_equal(one[numbers], two[numbers], rtol=1e-10)
+    assert '"world_size": 2' in (double / "manifest.json").read_text()
