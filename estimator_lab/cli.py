@@ -80,6 +80,16 @@ def _cmd_variance(args: argparse.Namespace) -> None:
         print(f"report written to {report}")
 
 
+def _cmd_report(args: argparse.Namespace) -> None:
+    from estimator_lab.studies.rebuild import ReportError, rebuild_report
+
+    try:
+        report = rebuild_report(args.folder)
+    except ReportError as error:
+        raise UsageError(str(error)) from None
+    print(f"report rewritten at {report}")
+
+
 def estimator_table():
     """One row per registered estimator with its capability flags (a pandas DataFrame)."""
     import pandas as pd
@@ -176,6 +186,12 @@ def build_parser() -> argparse.ArgumentParser:
     variance.add_argument("--out", required=True, help="report folder")
     variance.add_argument("--quiet", action="store_true", help="no progress bar")
     variance.set_defaults(run=_cmd_variance)
+
+    report = commands.add_parser(
+        "report", help="rewrite a study folder's report from its saved results (nothing rerun)"
+    )
+    report.add_argument("folder", metavar="DIR", help="a folder written by demo or bias")
+    report.set_defaults(run=_cmd_report)
 
     estimators = commands.add_parser(
         "estimators", help="list the registered estimators (built-in and plugins) and their flags"

@@ -19,7 +19,7 @@ def test_demo_writes_a_complete_report(mnist_env, tmp_path, capsys):
     names = {p.name for p in out.iterdir()}
     assert names == {
         "results.csv", "results.parquet", "bias_check.csv", "variance.png", "variance.pdf",
-        "manifest.json", "report.md",
+        "manifest.json", "report.md", "report.html", "tables.tex",
     }
     results = pd.read_csv(out / "results.csv")
     assert set(results["estimator"]) == {"reinforce", "st"}
@@ -56,6 +56,23 @@ def test_bad_demo_input_is_one_line_and_exit_2(argv, message, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("estimator-lab: error: ") and message in err and "\n" not in err
     assert not (tmp_path / "demo").exists()
+
+
+def test_report_rewrites_a_study_folder(tmp_path, capsys):
+    out = tmp_path / "bias"
+    assert main(["bias", "--graph", "toy:n=3", "--draws", "20", "--quiet", "--out", str(out)]) == 0
+    original = (out / "report.html").read_bytes()
+    (out / "report.html").unlink()
+    assert main(["report", str(out)]) == 0
+    assert f"report rewritten at {out / 'report.md'}" in capsys.readouterr().out
+    assert (out / "report.html").read_bytes() == original
+
+
+def test_report_on_a_folder_without_manifest_is_one_line_and_exit_2(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"estimator-lab: error: {tmp_path} has no manifest.json: not a study's report " \
+        "folder"
 
 
 def test_data_fetch_error_is_one_line(tmp_path, monkeypatch, capsys):

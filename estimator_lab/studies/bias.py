@@ -4,22 +4,19 @@
 gradient estimates per estimator (common random numbers), computes the exact gradient by
 enumeration and, where the estimator's noise allows, its exact mean and variance, and writes
 `results.csv` (one tidy row per estimator and coordinate), `summary.csv`, `graph.pt` (the
-state dict and batch, to recompute anything), `manifest.json`, a figure and `report.md`.
+state dict and batch, to recompute anything) and the report (`report.md`, `report.html`,
+`tables.tex`, the figure as PNG and PDF, `manifest.json`).
 """
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import seaborn as sns
 import torch
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
 from estimator_lab.device import describe_device, resolve_device
 from estimator_lab.estimators import get_estimator
@@ -27,8 +24,8 @@ from estimator_lab.exact import NotComputable, exact_gradient, exact_moments
 from estimator_lab.graphs.specs import build_problem
 from estimator_lab.montecarlo import GATE_LOGITS, run_draws
 from estimator_lab.montecarlo.accumulators import Moments
-from estimator_lab.plotting import estimator_order, estimator_palette
-from estimator_lab.reporting import markdown_table, run_manifest, staged_directory
+from estimator_lab.plotting import bias_interval_plot
+from estimator_lab.reporting import Report, run_manifest, staged_directory
 from estimator_lab.stats import rounding_scale, zero_mean_test
 
 RESULT_COLUMNS = [
@@ -157,45 +154,24 @@ def run_bias(config: BiasConfig, out: str | Path, *, progress: bool = False) -> 
         torch.save({"spec": config.graph, "seed": config.seed,
                     "state_dict": {k: v.cpu() for k, v in graph.state_dict().items()},
                     "batch": [t.cpu() for t in batch]}, stage / "graph.pt")
-        figure = bias_interval_plot(results[results["parameter"] == GATE_LOGITS]).figure
-        figure.savefig(stage / "bias.png", dpi=150)
-        figure.savefig(stage / "bias.pdf")
-        (stage / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
-        (stage / "report.md").write_text(bias_report(config, summary, manifest))
+        bias_report(config, results, summary, manifest).write(stage)
     return Path(out) / "report.md"
 
 
-def bias_interval_plot(frame: pd.DataFrame, max_coordinates: int = 16):
-    """Mean minus exact gradient with 95% intervals, per coordinate and estimator."""
-    frame = frame[frame["index"] < max_coordinates].copy()
-    frame["difference"] = frame["mean"] - frame["exact"]
-    frame["half_width"] = 1.96 * frame["stderr"]
-    order = estimator_order(frame["estimator"])
-    palette = estimator_palette(order)
-    height = max(3.0, 1.0 + 0.12 * len(order) * frame["index"].nunique())
-    ax = Figure(figsize=(8, height)).subplots()
-    offsets = np.linspace(-0.3, 0.3, len(order)) if len(order) > 1 else [0.0]
-    for offset, name in zip(offsets, order, strict=True):
-        part = frame[frame["estimator"] == name]
-        ax.errorbar(part["difference"], part["index"] + offset, xerr=part["half_width"],
-                    fmt="o", color=palette[name], label=name, markersize=3)
-    ax.axvline(0, color="black", linewidth=0.8)
-    ax.set_xlabel("mean draw − exact gradient (95% interval)")
-    ax.set_ylabel("gate logit coordinate")
-    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.legend(loc="best", fontsize="small")
-    sns.despine(ax=ax)
-    ax.figure.tight_layout()
-    return ax
+def bias_report(
+    config: BiasConfig, results: pd.DataFrame, summary: pd.DataFrame, manifest: dict
+) -> Report:
+    """The report of a bias study from its saved tables and manifest (the figure drawn from them).
 
-
-def bias_report(config: BiasConfig, summary: pd.DataFrame, manifest: dict) -> str:
-    """The Markdown report of a bias study from its summary table and manifest."""
+    `studies.rebuild.rebuild_report` calls it with the tables read back from the run's folder.
+    """
     columns = ["estimator", "claims_unbiased", "verdict", "holm_pvalue", "coordinates_flagged",
                "coordinates", "relative_exact_bias", "mean_variance", "exact_mean_variance",
                "exact_method"]
-    return f"""# Bias against the exact gradient: `{config.graph}`
-
+    ax = bias_interval_plot(results[results["parameter"] == GATE_LOGITS])
+    ax.set_ylabel("gate logit coordinate")
+    report = Report(f"Bias against the exact gradient: `{config.graph}`", manifest)
+    report.add_text(f"""
 **Question.** Which estimators are biased on `{config.graph}`, measured against the exact
 gradient of the expected loss (enumeration of all 2^{manifest["num_gates"]} gate
 configurations, float64)?
@@ -207,16 +183,16 @@ each standard error so exact agreements are not flagged. Where an estimator's no
 discrete (or low dimensional), its exact mean and variance are computed too (`exact_method`):
 `relative_exact_bias` is then `‖E[ĝ] − ∇‖ / ‖∇‖` without Monte Carlo error.
 Device {manifest["device"]}; wall time {manifest["wall_time_s"]:.1f} s; E[L] =
-{manifest["expected_loss"]:.6g}.
-
-{markdown_table(summary[columns])}
-
-![bias intervals](bias.png)
-
+{manifest["expected_loss"]:.6g}.""")
+    report.add_table(summary[columns], "Verdict, exact bias and variance per estimator",
+                     label="tab:bias-summary")
+    report.add_figure(ax.figure, "Mean draw minus exact gradient with 95% intervals, first gate "
+                      "logit coordinates", name="bias")
+    report.add_text(f"""
 Per-coordinate rows: `results.csv`; the graph's parameters and batch: `graph.pt`.
 
 ```
 estimator-lab bias --graph '{config.graph}' --estimators {",".join(config.estimators)} \\
     --draws {config.draws} --seed {config.seed} --alpha {config.alpha} --out DIR
-```
-"""
+```""")
+    return report

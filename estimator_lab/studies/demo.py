@@ -3,12 +3,12 @@
 `estimator-lab demo` draws `draws` gradient estimates per estimator on one seeded minibatch of
 MNIST validation images at the seeded initial parameters of the paper's conditional network,
 for the gate logits and every parameter group, and writes `results.csv` (and `.parquet`),
-`bias_check.csv`, a figure, `manifest.json` and `report.md` into one folder, replaced whole.
+`bias_check.csv` and the report (`report.md`, `report.html`, `tables.tex`, the figure as PNG and
+PDF, `manifest.json`) into one folder, replaced whole.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,7 +24,7 @@ from estimator_lab.montecarlo import GATE_LOGITS, MomentAccumulator, iter_draw_c
 from estimator_lab.montecarlo.engine import gradient_draws
 from estimator_lab.montecarlo.noise import uniform_noise
 from estimator_lab.plotting import group_variance_plot
-from estimator_lab.reporting import markdown_table, run_manifest, staged_directory
+from estimator_lab.reporting import Report, run_manifest, staged_directory
 from estimator_lab.stats import zero_mean_test
 
 REFERENCE = "local-expectation"
@@ -166,18 +166,17 @@ def run_demo(config: DemoConfig, out: str | Path, *, progress: bool = False) -> 
         results.to_csv(stage / "results.csv", index=False)
         results.to_parquet(stage / "results.parquet", index=False)
         bias.to_csv(stage / "bias_check.csv", index=False)
-        figure = group_variance_plot(results).figure
-        figure.savefig(stage / "variance.png", dpi=150)
-        figure.savefig(stage / "variance.pdf")
-        (stage / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
-        (stage / "report.md").write_text(demo_report(config, results, bias, manifest))
+        demo_report(config, results, bias, manifest).write(stage)
     return Path(out) / "report.md"
 
 
 def demo_report(
     config: DemoConfig, results: pd.DataFrame, bias: pd.DataFrame, manifest: dict
-) -> str:
-    """The Markdown report of a demo run, from its saved tables and manifest."""
+) -> Report:
+    """The report of a demo run, from its saved tables and manifest (the figure drawn from them).
+
+    `studies.rebuild.rebuild_report` calls it with the tables read back from the run's folder.
+    """
     variance = results.pivot(index="parameter", columns="estimator", values="mean_variance")
     variance = variance.loc[list(dict.fromkeys(results["parameter"]))].reset_index()
     verdicts = "; ".join(
@@ -188,8 +187,8 @@ def demo_report(
     table_columns = ["estimator", "parameter", "numel", "draws", "mean_norm", "signal_norm",
                      "mean_variance", "total_variance", "snr"]
     net = config.network
-    return f"""# Demo: gradient variance through stochastic binary gates
-
+    report = Report("Demo: gradient variance through stochastic binary gates", manifest)
+    report.add_text(f"""
 **Question.** How noisy are REINFORCE and straight-through gradient estimates for each
 parameter group of the paper's conditional-computation network (Bengio, Léonard, Courville 2013,
 section 5), and are they unbiased on the gate logits?
@@ -199,37 +198,30 @@ expert {net.num_inputs} → {net.num_gates}; output {net.num_gates} → {net.num
 ({manifest["parameters"]:,} parameters) at its seeded initialisation; one minibatch of
 {config.batch_size} MNIST validation images chosen by seed {config.seed};
 {config.draws:,} draws per estimator, common random numbers across estimators;
-device {manifest["device"]}; wall time {manifest["wall_time_s"]:.1f} s.
-
-## Mean per-coordinate variance of one draw
-
-{markdown_table(variance)}
-
-![per-group variance](variance.png)
-
-## All figures per parameter group
-
+device {manifest["device"]}; wall time {manifest["wall_time_s"]:.1f} s.""")
+    report.add_section("Mean per-coordinate variance of one draw")
+    report.add_table(variance, "Mean per-coordinate variance of one draw per parameter group "
+                     "(rows) and estimator (columns)", label="tab:demo-variance")
+    report.add_figure(group_variance_plot(results).figure,
+                      "Mean per-coordinate variance per parameter group (log scale)",
+                      name="variance")
+    report.add_section("All figures per parameter group", """
 `mean_norm` is the norm of the mean of the draws, which includes Monte Carlo noise;
 `signal_norm` = `sqrt(max(mean_norm² − total_variance / draws, 0))` removes that noise (an
 estimate of the norm of the expected draw); `snr` = `signal_norm / sqrt(total_variance)`, the
-signal-to-noise ratio of one draw.
-
-{markdown_table(results[table_columns])}
-
-## Bias on the gate logits against the local-expectation reference
-
+signal-to-noise ratio of one draw.""")
+    report.add_table(results[table_columns], "Figures of one draw per estimator and parameter "
+                     "group", label="tab:demo-groups")
+    report.add_section(
+        "Bias on the gate logits against the local-expectation reference",
+        f"""
 Each draw is paired with a `{REFERENCE}` draw from the same noise (unbiased: the expectation
 over gate `i` is exact); per-coordinate z-tests of the mean difference with Holm's correction at
-family-wise level {config.alpha}. {verdicts}.
-
-{markdown_table(bias)}
-
-## Reproduce
-
-```
+family-wise level {config.alpha}. {verdicts}.""",
+    )
+    report.add_table(bias, f"Bias check of the gate logits against `{REFERENCE}`",
+                     label="tab:demo-bias")
+    report.add_section("Reproduce", f"""```
 estimator-lab demo --draws {config.draws} --seed {config.seed} --out DIR
-```
-
-Manifest: `manifest.json` (git revision `{manifest["git_revision"]}`, torch
-{manifest["versions"]["torch"]}).
-"""
+```""")
+    return report

@@ -13,7 +13,6 @@ and `report.md`.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -32,7 +31,8 @@ from estimator_lab.montecarlo import GATE_LOGITS, run_draws
 from estimator_lab.montecarlo.accumulators import Moments
 from estimator_lab.montecarlo.distributed import run_draws_distributed
 from estimator_lab.plotting import group_variance_plot
-from estimator_lab.reporting import markdown_table, run_manifest, staged_directory
+from estimator_lab.reporting import run_manifest, staged_directory
+from estimator_lab.reporting.builder import Report
 from estimator_lab.stats import SUMMARY_COLUMNS, rounding_scale, summary_frame, zero_mean_test
 
 REFERENCE = "local-expectation"
@@ -168,10 +168,7 @@ def run_variance(
     with staged_directory(out) as stage:
         summary.to_csv(stage / "summary.csv", index=False)
         gates.to_csv(stage / "gates.csv", index=False)
-        figure = group_variance_plot(summary).figure
-        figure.savefig(stage / "variance.png", dpi=150)
-        (stage / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
-        (stage / "report.md").write_text(variance_report(config, summary, gates, manifest))
+        variance_report(config, summary, gates, manifest).write(stage)
     return Path(out) / "report.md"
 
 
@@ -210,41 +207,39 @@ def _gate_rows(config, runs, name, reference, exact) -> pd.DataFrame:
 
 
 def variance_report(config: VarianceConfig, summary: pd.DataFrame, gates: pd.DataFrame,
-                    manifest: dict) -> str:
-    """The Markdown report of a variance study from its saved tables and manifest."""
-    flagged = gates.groupby("estimator")["pvalue_adjusted"].agg(
+                    manifest: dict) -> Report:
+    """The report of a variance study from its saved tables and manifest (figures redrawn)."""
+    flagged = gates.groupby("estimator", sort=False)["pvalue_adjusted"].agg(
         lambda p: int((p < config.alpha).sum())).reset_index(name="gates_flagged")
-    flagged["gate_coordinates"] = gates.groupby("estimator").size().to_numpy()
+    flagged["gate_coordinates"] = gates.groupby("estimator", sort=False).size().to_numpy()
     columns = ["estimator", "parameter", "mean_variance", "total_variance", "total_variance_low",
                "total_variance_high", "snr", "cosine", "relative_bias", "squared_bias_pvalue",
                "work_variance"]
     defined = "\n".join(f"- `{c}`: {SUMMARY_COLUMNS[c]}" for c in columns[2:])
-    return f"""# Variance and bias of gradient estimators: `{config.graph}`
-
+    paired = ("on the differences of paired draws with the reference (same noise)"
+              if config.graph == "paper" else "against the exact gradient")
+    report = Report(f"Variance and bias of gradient estimators: `{config.graph}`", manifest)
+    report.add_text(f"""
 **Question.** How large are the variance and the bias of each estimator, per parameter group,
-against {manifest["reference"]}?
+against the {manifest["reference"]}?
 
 **Setup.** {config.draws:,} draws per estimator, seed {config.seed}, common random numbers;
 batch-means groups of {config.group_size} draws for the intervals; bias tests on the gate
-logits by per-coordinate z-tests with Holm's correction at level {config.alpha}
-{"on the differences of paired draws with the reference (same noise)" if config.graph == "paper"
- else "against the exact gradient"}. Device {manifest["device"]}; wall time
-{manifest["wall_time_s"]:.1f} s.
-
-{markdown_table(summary[columns])}
-
-{defined}
-
-![variance](variance.png)
-
-## Gate logits flagged as biased
-
-{markdown_table(flagged)}
-
-Per-gate rows: `gates.csv`; all columns: `summary.csv`.
+logits by per-coordinate z-tests with Holm's correction at level {config.alpha} {paired}.
+Device {manifest["device"]}; wall time {manifest["wall_time_s"]:.1f} s.""")
+    report.add_table(summary[columns], "Variance, bias and cost per estimator and parameter "
+                     "group", label="tab:variance-summary")
+    report.add_section("Columns", defined)
+    report.add_figure(group_variance_plot(summary).figure,
+                      "Mean per-coordinate variance per parameter group (log scale)",
+                      name="variance")
+    report.add_section("Gate logits flagged as biased")
+    report.add_table(flagged, "Gate-logit coordinates flagged biased (Holm)",
+                     label="tab:variance-flagged")
+    report.add_section("Reproduce", f"""Per-gate rows: `gates.csv`; all columns: `summary.csv`.
 
 ```
 estimator-lab variance --graph {config.graph} --estimators {",".join(config.estimators)} \\
     --draws {config.draws} --seed {config.seed} --out DIR
-```
-"""
+```""")
+    return report

@@ -41,7 +41,7 @@ def test_bias_command_writes_every_file(tmp_path, capsys):
     assert str(out / "report.md") in capsys.readouterr().out
     assert {p.name for p in out.iterdir()} == {
         "results.csv", "summary.csv", "graph.pt", "manifest.json", "report.md", "bias.png",
-        "bias.pdf",
+        "bias.pdf", "report.html", "tables.tex",
     }
     results = pd.read_csv(out / "results.csv")
     assert list(results.columns) == RESULT_COLUMNS

@@ -19,6 +19,10 @@ def test_variance_on_a_small_graph(tmp_path):
     assert list(gates.columns) == GATE_COLUMNS and len(gates) == 2 * 3
     st = summary.set_index(["estimator", "parameter"]).loc[("st", "theta")]
     assert st["squared_bias_pvalue"] < 1e-6
+    written = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert {"report.md", "report.html", "tables.tex", "manifest.json"} <= written.keys()
+    assert main(["report", str(out)]) == 0  # rebuilt from the saved tables, nothing rerun
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == written
 
 
 @pytest.mark.network
