@@ -39,6 +39,7 @@ def _cmd_demo(args: argparse.Namespace) -> None:
 
 def _cmd_bias(args: argparse.Namespace) -> None:
     from estimator_lab.estimators import get_estimator
+    from estimator_lab.estimators.base import require_single_layer
     from estimator_lab.graphs.specs import build_problem
     from estimator_lab.studies.bias import BiasConfig, run_bias
 
@@ -47,9 +48,9 @@ def _cmd_bias(args: argparse.Namespace) -> None:
             graph=args.graph, estimators=tuple(args.estimators.split(",")), draws=args.draws,
             seed=args.seed, alpha=args.alpha, device=args.device,
         )
+        graph = build_problem(config.graph, seed=config.seed).graph
         for name in config.estimators:
-            get_estimator(name)
-        build_problem(config.graph, seed=config.seed)
+            require_single_layer(graph, get_estimator(name))
     except (KeyError, ValueError) as error:  # GraphSpecError is a ValueError
         message = error.args[0] if isinstance(error, KeyError) else str(error)
         raise UsageError(message) from None
@@ -58,6 +59,7 @@ def _cmd_bias(args: argparse.Namespace) -> None:
 
 def _cmd_variance(args: argparse.Namespace) -> None:
     from estimator_lab.estimators import get_estimator
+    from estimator_lab.estimators.base import require_single_layer
     from estimator_lab.graphs.specs import build_problem
     from estimator_lab.studies.variance import VarianceConfig, run_variance
 
@@ -68,10 +70,11 @@ def _cmd_variance(args: argparse.Namespace) -> None:
             group_size=args.group_size, alpha=args.alpha, device=args.device,
             data_path=args.data, checkpoint=args.checkpoint, nan_policy=args.nan_policy,
         )
+        graph = None if config.graph == "paper" else build_problem(config.graph).graph
         for name in config.estimators:
-            get_estimator(name)
-        if config.graph != "paper":
-            build_problem(config.graph, seed=config.seed)
+            estimator = get_estimator(name)
+            if graph is not None:
+                require_single_layer(graph, estimator)
     except (KeyError, ValueError) as error:  # GraphSpecError is a ValueError
         message = error.args[0] if isinstance(error, KeyError) else str(error)
         raise UsageError(message) from None

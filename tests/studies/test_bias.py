@@ -60,6 +60,8 @@ def test_bias_command_writes_every_file(tmp_path, capsys):
         (["--graph", "toy:n=3,,="], "malformed graph spec"),
         (["--graph", "toy:n=3", "--estimators", "reinforse"], "unknown estimator 'reinforse'"),
         (["--graph", "toy:n=3", "--draws", "1"], "draws must be >= 2"),
+        (["--graph", "sbn:2-2", "--estimators", "local-expectation"],
+         "'local-expectation' supports one gate layer; SigmoidBeliefNet has layers (2, 2)"),
     ],
 )
 def test_bad_bias_input_is_one_line_and_exit_2(argv, message, tmp_path, capsys):
