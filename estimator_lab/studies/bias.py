@@ -20,6 +20,7 @@ import torch
 
 from estimator_lab.device import describe_device, resolve_device
 from estimator_lab.estimators import get_estimator
+from estimator_lab.estimators.prepare import prepare_estimator
 from estimator_lab.exact import NotComputable, exact_gradient, exact_moments
 from estimator_lab.graphs.specs import build_problem
 from estimator_lab.montecarlo import GATE_LOGITS, run_draws
@@ -46,6 +47,8 @@ class BiasConfig:
         alpha: family-wise level (Holm over every coordinate of one estimator).
         device: `"auto"`, `"cpu"`, `"cuda"`, ...
         chunk_size: draws held in memory at once.
+        warmup_steps: `update` calls on separate noise before an adaptive estimator's state
+            is frozen for the measurement (`prepare_estimator`).
     """
 
     graph: str = "toy:n=4,t=0.45"
@@ -55,6 +58,7 @@ class BiasConfig:
     alpha: float = 0.01
     device: str = "auto"
     chunk_size: int = 1000
+    warmup_steps: int = 200
 
     def __post_init__(self) -> None:
         if self.draws < 2:
@@ -125,17 +129,20 @@ def run_bias(config: BiasConfig, out: str | Path, *, progress: bool = False) -> 
     problem = build_problem(config.graph, seed=config.seed)
     graph = problem.graph.to(device)
     batch = tuple(t.to(device) for t in problem.batch)
-    estimators = {name: get_estimator(name) for name in config.estimators}
+    prepared = {name: prepare_estimator(name, graph, batch, warmup_steps=config.warmup_steps,
+                                        seed=config.seed) for name in config.estimators}
+    estimators = {name: estimator for name, (estimator, _) in prepared.items()}
+    states = {name: state for name, (_, state) in prepared.items()}
     value, gradient = exact_gradient(graph, batch)
     exact = {"gradient": gradient, "moments": {}, "methods": {}}
     for name, estimator in estimators.items():
         try:
-            exact["moments"][name] = exact_moments(graph, estimator, batch)
+            exact["moments"][name] = exact_moments(graph, estimator, batch, state=states[name])
             exact["methods"][name] = exact["moments"][name].method
         except NotComputable as reason:
             exact["methods"][name] = f"not computable: {reason}"
     moments = run_draws(graph, estimators, batch, num_draws=config.draws, seed=config.seed,
-                        chunk_size=config.chunk_size, progress=progress)
+                        chunk_size=config.chunk_size, progress=progress, states=states)
     names = [GATE_LOGITS] + [n for n, _ in graph.named_parameters()]
     shapes = {n: tuple(t.shape) for n, t in gradient.items()}
     frames, summaries = zip(*[

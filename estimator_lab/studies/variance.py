@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 from estimator_lab.device import describe_device, resolve_device
-from estimator_lab.estimators import get_estimator
+from estimator_lab.estimators.prepare import prepare_estimator
 from estimator_lab.exact import exact_gradient
 from estimator_lab.graphs import ConditionalNetwork
 from estimator_lab.graphs.specs import build_problem
@@ -58,6 +58,8 @@ class VarianceConfig:
         data_path: an explicit MNIST source.
         checkpoint: a file for periodic checkpoints (resumes an interrupted run).
         nan_policy: `"raise"` or `"skip"`.
+        warmup_steps: `update` calls on separate noise before an adaptive estimator's state
+            is frozen for the measurement (`prepare_estimator`).
     """
 
     graph: str = "paper"
@@ -73,6 +75,7 @@ class VarianceConfig:
     data_path: str | None = None
     checkpoint: str | None = None
     nan_policy: str = "raise"
+    warmup_steps: int = 200
 
     def __post_init__(self) -> None:
         if self.draws < 2 * self.group_size:
@@ -133,7 +136,10 @@ def run_variance(
     else:
         graph, batch = paper_problem(config, device)
     names = list(dict.fromkeys([*config.estimators, *([] if exact else [REFERENCE])]))
-    estimators = {name: get_estimator(name) for name in names}
+    prepared = {name: prepare_estimator(name, graph, batch, warmup_steps=config.warmup_steps,
+                                        seed=config.seed) for name in names}
+    estimators = {name: estimator for name, (estimator, _) in prepared.items()}
+    states = {name: state for name, (_, state) in prepared.items()}
     rank, world_size = distributed_rank()
     checkpoint = config.checkpoint
     if checkpoint is not None and world_size > 1:
@@ -142,7 +148,7 @@ def run_variance(
         chunk_size=config.chunk_size, group_size=config.group_size,
         progress=progress and rank == 0, paired_with=None if exact else REFERENCE,
         checkpoint=checkpoint, nan_policy=config.nan_policy,
-        references=reference if exact else None,
+        references=reference if exact else None, states=states,
     )
     draw = run_draws_distributed if world_size > 1 else run_draws
     runs = draw(graph, estimators, batch, num_draws=config.draws, seed=config.seed, **options)
