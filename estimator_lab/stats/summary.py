@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 
 from estimator_lab.montecarlo.accumulators import MomentAccumulator
-from estimator_lab.stats.intervals import group_mean
+from estimator_lab.stats.intervals import group_mean, paired_ratio
 
 SUMMARY_COLUMNS = {
     "estimator": "registry name",
@@ -121,3 +121,48 @@ def summary_frame(
                     "seconds_per_draw": per_draw, "time_variance": total * per_draw}
             rows.append(row)
     return pd.DataFrame(rows).reindex(columns=list(SUMMARY_COLUMNS))
+
+
+RATIO_COLUMNS = ["estimator", "baseline", "parameter", "variance_ratio", "ratio_low",
+                 "ratio_high", "bootstrap_low", "bootstrap_high", "groups"]
+
+
+def variance_ratio_frame(
+    accumulators: Mapping[str, MomentAccumulator], baseline: str
+) -> pd.DataFrame:
+    """Total-variance ratios of every estimator to `baseline`, paired group by group.
+
+    Draws with the same index share their noise (common random numbers), so the batch-means
+    group values of two estimators are paired; `paired_ratio` turns them into a ratio with a
+    delta-method interval and a paired bootstrap interval (95%).
+
+    Args:
+        accumulators: estimator name -> accumulator with batch-means groups.
+        baseline: the estimator in the denominator.
+
+    Returns:
+        rows with the columns of `RATIO_COLUMNS` (one per other estimator and tracked tensor
+        with at least two complete groups and positive variances).
+    """
+    reference = accumulators[baseline].groups
+    if reference is None:
+        raise ValueError("variance ratios need accumulators with groups (group_size=...)")
+    rows = []
+    for name, accumulator in accumulators.items():
+        if name == baseline or accumulator.groups is None:
+            continue
+        for tensor, values in accumulator.groups.total_variance.items():
+            theirs = reference.total_variance.get(tensor, {})
+            shared = sorted(values.keys() & theirs.keys())
+            a = np.array([values[g] for g in shared])
+            b = np.array([theirs[g] for g in shared])
+            if len(shared) < 2 or a.mean() <= 0 or b.mean() <= 0:
+                continue
+            ratio = paired_ratio(a, b)
+            low, high = ratio.confidence_interval(0.95)
+            boot_low, boot_high = ratio.bootstrap_interval(0.95)
+            rows.append({"estimator": name, "baseline": baseline, "parameter": tensor,
+                         "variance_ratio": ratio.estimate, "ratio_low": low, "ratio_high": high,
+                         "bootstrap_low": boot_low, "bootstrap_high": boot_high,
+                         "groups": ratio.groups})
+    return pd.DataFrame(rows, columns=RATIO_COLUMNS)

@@ -129,9 +129,10 @@ def _rebuild_bias(folder: Path, manifest: dict) -> Path:
 
 
 def _rebuild_variance(folder: Path, manifest: dict) -> Path:
-    summary, gates = read_results(folder, "variance", ["summary.csv", "gates.csv"])
+    summary, gates, ratios = read_results(folder, "variance",
+                                          ["summary.csv", "gates.csv", "ratios.csv"])
     config = config_from_dict(VarianceConfig, manifest["config"])
-    return variance_report(config, summary, gates, manifest).write(folder)
+    return variance_report(config, summary, gates, ratios, manifest).write(folder)
 
 
 STUDIES: Mapping[str, Callable[[Path, dict], Path]] = MappingProxyType({

@@ -7,8 +7,8 @@ gradient is the mean of `local-expectation` draws made from the same noise, and 
 bias is tested on its paired differences with that reference (common random numbers). A small
 graph spec (`toy:...`, `sbn:...`, `tiny-conditional:...`) uses its exact gradient instead.
 Writes `summary.csv` (the `SUMMARY_COLUMNS` per estimator and parameter group), `gates.csv`
-(one row per estimator, example and gate: mean, variance, reference, p-values), `manifest.json`
-and `report.md`.
+(one row per estimator, example and gate: mean, variance, reference, p-values), `ratios.csv`
+(paired variance ratios to the first estimator), `manifest.json` and the report.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from estimator_lab.plotting import group_variance_plot
 from estimator_lab.reporting import run_manifest, staged_directory
 from estimator_lab.reporting.builder import Report
 from estimator_lab.stats import SUMMARY_COLUMNS, rounding_scale, summary_frame, zero_mean_test
+from estimator_lab.stats.summary import variance_ratio_frame
 
 REFERENCE = "local-expectation"
 GATE_COLUMNS = ["estimator", "example", "gate", "mean", "stderr", "variance", "reference",
@@ -163,6 +164,7 @@ def run_variance(
     summary = summary_frame({n: runs[n] for n in names}, references=reference,
                             evaluations=evaluations, differences=differences)
     summary.insert(0, "graph", config.graph)
+    ratios = variance_ratio_frame({n: runs[n] for n in names}, names[0])
     gates = pd.concat([_gate_rows(config, runs, name, reference, exact)
                        for name in config.estimators], ignore_index=True)
     manifest = run_manifest(
@@ -174,7 +176,8 @@ def run_variance(
     with staged_directory(out) as stage:
         summary.to_csv(stage / "summary.csv", index=False)
         gates.to_csv(stage / "gates.csv", index=False)
-        variance_report(config, summary, gates, manifest).write(stage)
+        ratios.to_csv(stage / "ratios.csv", index=False)
+        variance_report(config, summary, gates, ratios, manifest).write(stage)
     return Path(out) / "report.md"
 
 
@@ -213,7 +216,7 @@ def _gate_rows(config, runs, name, reference, exact) -> pd.DataFrame:
 
 
 def variance_report(config: VarianceConfig, summary: pd.DataFrame, gates: pd.DataFrame,
-                    manifest: dict) -> Report:
+                    ratios: pd.DataFrame, manifest: dict) -> Report:
     """The report of a variance study from its saved tables and manifest (figures redrawn)."""
     flagged = gates.groupby("estimator", sort=False)["pvalue_adjusted"].agg(
         lambda p: int((p < config.alpha).sum())).reset_index(name="gates_flagged")
@@ -239,6 +242,11 @@ Device {manifest["device"]}; wall time {manifest["wall_time_s"]:.1f} s.""")
     report.add_figure(group_variance_plot(summary).figure,
                       "Mean per-coordinate variance per parameter group (log scale)",
                       name="variance")
+    report.add_section("Variance ratios under common random numbers", f"""
+Total variance of each estimator over that of `{config.estimators[0]}`, from batch-means groups
+paired by draw index (the same noise): delta-method and paired-bootstrap 95% intervals.""")
+    report.add_table(ratios.drop(columns=["baseline"]), "Paired total-variance ratios",
+                     label="tab:variance-ratios")
     report.add_section("Gate logits flagged as biased")
     report.add_table(flagged, "Gate-logit coordinates flagged biased (Holm)",
                      label="tab:variance-flagged")
