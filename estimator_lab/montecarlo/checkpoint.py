@@ -2,7 +2,8 @@
 
 A checkpoint holds the next draw index and every accumulator's state. It is written to a
 temporary file in the same folder, flushed to disk and renamed over the old one, so a run
-killed at any instant (SIGKILL included) leaves either the previous checkpoint or the new one.
+killed at any instant (SIGKILL included) leaves either the previous checkpoint or the new one
+(and at most a hidden temporary file, which the next save removes).
 A fingerprint of the run (seed, estimators, tracked tensors, number of draws, and hashes of the
 graph's parameters and the batch) must match for a resume; a different run refuses it.
 """
@@ -35,10 +36,17 @@ def tensor_digest(tensors) -> str:
     return digest.hexdigest()
 
 
+def _remove_stale_temporaries(path: Path) -> None:
+    """Deletes temporary files a killed writer of `path` left behind (`.NAME.*.tmp`)."""
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        stale.unlink(missing_ok=True)
+
+
 def save_checkpoint(
     path: str | Path, fingerprint: dict, next_draw: int, accumulators: dict[str, MomentAccumulator]
 ) -> None:
-    """Writes the run's state atomically."""
+    """Writes the run's state atomically (and clears temporaries of a killed earlier write)."""
+    _remove_stale_temporaries(Path(path))
     buffer = io.BytesIO()
     torch.save({
         "version": FORMAT_VERSION,
