@@ -59,6 +59,19 @@ class GradientEstimator:
         `B x G` with `G = graph.num_gates` over all layers."""
         return (prepared.batch_size, graph.num_gates)
 
+    def quadrature_breakpoints(self, logits: torch.Tensor) -> torch.Tensor:
+        """Where a draw can jump or kink as a function of each gate's uniform: a `K x G` tensor.
+
+        Exact quadrature (`exact_moments`) splits `[0, 1]` at these points, so its integrand is
+        smooth on every cell. The default, `p` and `1 - p`, covers gates `1[u < p]` and their
+        antithetic partners `1[1 - u < p]`; estimators with other thresholds override it.
+
+        Args:
+            logits: the `G` gate logits of one example.
+        """
+        p = torch.sigmoid(logits)
+        return torch.stack([p, 1 - p])
+
     def evaluations(self, graph: StochasticGraph) -> int:
         """Loss evaluations per draw on `graph` (the class flag unless it depends on the graph)."""
         return self.evaluations_per_draw

@@ -1,4 +1,13 @@
-"""Straight-through estimators, paper section 4, Eq. 13."""
+"""Straight-through estimators, paper section 4, Eq. 13.
+
+Both forward the hard gate `b = 1[u < sigmoid(a)]` and differ only in the backward rule: `st`
+uses `dL/da := dL/db`, `st-sigmoid` multiplies it by `sigmoid'(a)`. On one gate layer with a
+loss that is monotone in each gate value `h_i` on `[0, 1]` (the sign of `dL/dh_i` does not
+depend on `h`), every draw has the sign of the exact gradient
+`sigmoid'(a_i) E[L(b; b_i = 1) - L(b; b_i = 0)]` (paper section 4). Without monotonicity, or
+through several gate layers, the sign can be wrong (`tests/estimators/test_straight_through.py`
+shows both).
+"""
 
 from __future__ import annotations
 
@@ -35,3 +44,45 @@ class StraightThrough(GradientEstimator):
 
 def _straight_through_gate(layer: int, logits: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     return bernoulli_gates(logits.detach(), noise) + (logits - logits.detach())
+
+
+@register_estimator("st-sigmoid")
+class StraightThroughSigmoid(GradientEstimator):
+    """Forward the hard gate `b = 1[u < p]`, `p = sigmoid(a)`; backward
+    `dL/da := dL/db sigmoid'(a)` (biased).
+
+    The gate enters the loss as `b + (p - stopgrad(p))`: its value is exactly `b` (the same
+    gates as `st` and `reinforce` under the same noise) and its derivative is
+    `sigmoid'(a) = p (1 - p)`. It is "backprop as if `h = p`": on one gate layer its mean is
+    `p_i (1 - p_i) E[dL/dh_i (b)]`, while the exact gradient is
+    `p_i (1 - p_i) E[L(b; b_i = 1) - L(b; b_i = 0)]`. The two agree when `L` is affine in each
+    gate value (`dL/dh_i` constant in `h_i`), e.g. a linear loss, and differ otherwise: for
+    `L = (h - t)^2` the mean is `sigmoid'(a) 2 (p - t)` against `sigmoid'(a) (1 - 2 t)`.
+
+    Example:
+        >>> from estimator_lab.graphs.toy import ToyGraph
+        >>> toy = ToyGraph([0.0], target=0.45)  # dL/dh at b = 1 is 2 (1 - t) = 1.1
+        >>> prepared = toy.prepare(toy.example_batch())
+        >>> s = StraightThroughSigmoid().surrogate(toy, prepared, torch.tensor([[0.2]]), None)
+        >>> torch.autograd.grad(s, toy.theta)[0]  # 1.1 sigmoid'(0)
+        tensor([0.2750], dtype=torch.float64)
+
+    References:
+        Bengio, Léonard, Courville (2013), section 4 (the variant with the sigmoid derivative).
+    """
+
+    is_unbiased = False
+    multilayer = True
+    discrete_noise = True
+
+    def surrogate(
+        self, graph: StochasticGraph, prepared: PreparedBatch, noise: torch.Tensor, state: Any
+    ) -> torch.Tensor:
+        return graph.sample(prepared, noise, _sigmoid_straight_through_gate).losses.mean()
+
+
+def _sigmoid_straight_through_gate(
+    layer: int, logits: torch.Tensor, noise: torch.Tensor
+) -> torch.Tensor:
+    probs = torch.sigmoid(logits)
+    return bernoulli_gates(logits.detach(), noise) + (probs - probs.detach())

@@ -7,8 +7,9 @@ noise. Two cases are exact:
   the integral is a finite sum over gate configurations (per gate-sample copy), each cell
   represented by the midpoint of its noise interval, layer by layer.
 - Other single-layer estimators with at most `max_quadrature_dims` uniforms per example: a
-  tensor-product Gauss-Legendre rule on `[0, 1]` split at `p_i` and `1 - p_i` (where hard
-  thresholds of `u` sit), so piecewise-smooth integrands converge fast.
+  tensor-product Gauss-Legendre rule on `[0, 1]` split where the draw jumps or kinks
+  (`estimator.quadrature_breakpoints`: `p_i` and `1 - p_i` by default), so the integrand is
+  smooth on every cell and the rule converges fast.
 
 Examples are independent: the draw is `(1/B) sum_j g_j` with `g_j` a function of example `j`'s
 noise, so the mean is `(1/B) sum_j E[g_j]` and the variance `(1/B^2) sum_j Var[g_j]`. This
@@ -87,10 +88,10 @@ def _enumeration_atoms(
     return torch.cat(noise, -1).detach(), log_weight.exp().detach()
 
 
-def _gauss_legendre_cells(p: float, points: int) -> tuple[np.ndarray, np.ndarray]:
-    """Nodes and weights on `[0, 1]` split at `p` and `1 - p`."""
+def _gauss_legendre_cells(breakpoints: np.ndarray, points: int) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes and weights on `[0, 1]` split at `breakpoints`."""
     nodes, weights = np.polynomial.legendre.leggauss(points)
-    edges = np.unique(np.clip([0.0, min(p, 1 - p), max(p, 1 - p), 1.0], 0.0, 1.0))
+    edges = np.unique(np.clip(np.concatenate([[0.0, 1.0], breakpoints]), 0.0, 1.0))
     all_nodes, all_weights = [], []
     for lo, hi in zip(edges[:-1], edges[1:], strict=True):
         if hi > lo:
@@ -100,19 +101,21 @@ def _gauss_legendre_cells(p: float, points: int) -> tuple[np.ndarray, np.ndarray
 
 
 def _quadrature_atoms(
-    p: torch.Tensor, noise_shape: tuple[int, ...], points: int
+    breakpoints: torch.Tensor, noise_shape: tuple[int, ...], points: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Tensor-product Gauss-Legendre noise for one example: each uniform dim is split at the
-    `p` of the gate it belongs to (the last noise dim indexes gates)."""
+    breakpoints (`K x G`) of the gate it belongs to (the last noise dim indexes gates)."""
     dims = math.prod(noise_shape)
     gate_of_dim = np.arange(dims) % noise_shape[-1]
-    rules = [_gauss_legendre_cells(float(p[g]), points) for g in gate_of_dim]
+    cuts = breakpoints.cpu().numpy()
+    rules = [_gauss_legendre_cells(cuts[:, g], points) for g in gate_of_dim]
     grids = np.meshgrid(*[r[0] for r in rules], indexing="ij")
     weight_grids = np.meshgrid(*[r[1] for r in rules], indexing="ij")
     nodes = np.stack([g.ravel() for g in grids], -1).reshape(-1, *noise_shape)
     weights = np.prod(np.stack([w.ravel() for w in weight_grids], -1), -1)
-    return (torch.as_tensor(nodes, dtype=p.dtype, device=p.device),
-            torch.as_tensor(weights, dtype=p.dtype, device=p.device))
+    dtype, device = breakpoints.dtype, breakpoints.device
+    return (torch.as_tensor(nodes, dtype=dtype, device=device),
+            torch.as_tensor(weights, dtype=dtype, device=device))
 
 
 def exact_moments(
@@ -207,7 +210,8 @@ def _example_moments(
             )
         method = "quadrature"
         nodes, weights = _quadrature_atoms(
-            torch.sigmoid(prepared.logits[0]).detach(), noise_shape, quadrature_points
+            estimator.quadrature_breakpoints(prepared.logits[0].detach()), noise_shape,
+            quadrature_points,
         )
         chunks = zip(nodes.split(chunk_size), weights.split(chunk_size), strict=True)
     # Weighted sums of (g - shift) and (g - shift)^2, shifted by the first atom's draw so the

@@ -95,3 +95,19 @@ def test_quadrature_for_continuous_noise_and_its_limits():
     with pytest.raises(NotComputable, match="3 uniforms per example"):
         exact_moments(build_problem("toy:n=3").graph, ContinuousReinforce(),
                       build_problem("toy:n=3").batch)
+
+
+@pytest.mark.parametrize(("name", "hyper"), [
+    ("sts", {}), ("noisy-rectifier", {}), ("noisy-rectifier", {"noise": "logistic"}),
+    ("gumbel", {}), ("disarm", {}),
+])
+def test_quadrature_converges_with_the_estimators_breakpoints(name, hyper):
+    """Split where each draw jumps or kinks (STS at sqrt(p), the rectifier at its kink and
+    graded towards its unbounded tails), quadrature with 16 and 24 nodes per cell agrees."""
+    problem = build_problem("toy:n=2,t=0.45", seed=1)
+    estimator = get_estimator(name, **hyper)
+    coarse, fine = (exact_moments(problem.graph, estimator, problem.batch, quadrature_points=k)
+                    for k in (16, 24))
+    torch.testing.assert_close(coarse.mean["theta"], fine.mean["theta"], rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(coarse.variance["theta"], fine.variance["theta"], rtol=1e-8,
+                               atol=1e-12)

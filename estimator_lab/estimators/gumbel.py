@@ -1,0 +1,134 @@
+"""The binary Concrete (Gumbel-softmax) relaxation and its straight-through form.
+
+Conventions, per gate with `p = sigmoid(a)` and one uniform `u`:
+
+- The logistic noise is `l = log(1 - u) - log u`, a `Logistic(0, 1)` sample (the mirror image
+  of `log u - log(1 - u)`, which has the same law). The mirror makes `a + l > 0` exactly the
+  event `u < p`, so the hard sample `1[a + l > 0]` is the Bernoulli gate `b = 1[u < p]` that
+  `st`, `st-sigmoid` and `reinforce` draw from the same noise (common random numbers).
+- The relaxed gate is `s = sigmoid((a + l) / tau)`; as `tau -> 0` it tends to `b` for every
+  `u` with `a + l != 0`, and `|s - b| <= exp(-|a + l| / tau)`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from estimator_lab.estimators.base import GradientEstimator, bernoulli_gates
+from estimator_lab.estimators.registry import register_estimator
+from estimator_lab.graphs.base import PreparedBatch, StochasticGraph
+
+
+def logistic_noise(noise: torch.Tensor) -> torch.Tensor:
+    """`l = log(1 - u) - log u`, a `Logistic(0, 1)` sample with `a + l > 0` iff `u < sigmoid(a)`.
+
+    `u` is clamped into `[tiny, 1 - eps / 2]` first, so `u = 0` gives a large finite value.
+
+    Example:
+        >>> logistic_noise(torch.tensor([0.5, 0.25]))  # 0 and log 3
+        tensor([0.0000, 1.0986])
+    """
+    info = torch.finfo(noise.dtype)
+    u = noise.clamp(info.tiny, 1 - info.eps / 2)
+    return torch.log1p(-u) - torch.log(u)
+
+
+def concrete_gates(logits: torch.Tensor, noise: torch.Tensor, temperature: float) -> torch.Tensor:
+    """The relaxed gates `sigmoid((a + l) / tau)` with `l = logistic_noise(u)`, differentiable
+    in `a`.
+
+    Example:
+        >>> concrete_gates(torch.tensor([0.0]), torch.tensor([0.25]), 0.5)  # sigmoid(2 log 3)
+        tensor([0.9000])
+    """
+    return torch.sigmoid((logits + logistic_noise(noise)) / temperature)
+
+
+class _Relaxed(GradientEstimator):
+    """Shared hyper-parameter handling of the two Concrete estimators."""
+
+    is_unbiased = False
+    multilayer = True
+
+    def __init__(self, temperature: float = 1.0) -> None:
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.temperature = float(temperature)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(temperature={self.temperature})"
+
+
+@register_estimator("gumbel")
+class Gumbel(_Relaxed):
+    """The binary Concrete relaxation: the loss at `s = sigmoid((a + l) / tau)`, pathwise.
+
+    The surrogate is `mean_j L_j(s)`, so the gate logits get
+    `dL/ds s (1 - s) / tau` and every parameter the pathwise gradient at the relaxed gates. As
+    an estimate of the gradient of the Bernoulli objective `E[L(b)]` it is biased: the loss is
+    evaluated at relaxed gates in `(0, 1)`, where the graph was never meant to be evaluated
+    (`distribution = "bernoulli"`, `is_unbiased = False`). It is the unbiased pathwise gradient
+    of a different objective, `E[L(s)]` under the Concrete distribution, which this flag does
+    not claim. The bias vanishes as `tau -> 0`, where the variance grows like `1 / tau`.
+
+    Args:
+        temperature: `tau > 0` (default 1).
+
+    Example:
+        >>> from estimator_lab.graphs.toy import ToyGraph
+        >>> toy = ToyGraph([0.0], target=0.45)
+        >>> prepared = toy.prepare(toy.example_batch())
+        >>> s = Gumbel(0.5).surrogate(toy, prepared, torch.tensor([[0.25]]), None)
+        >>> torch.autograd.grad(s, toy.theta)[0]  # 2 (0.9 - t) 0.9 (1 - 0.9) / 0.5
+        tensor([0.1620], dtype=torch.float64)
+
+    References:
+        Maddison, Mnih, Teh (2017), "The Concrete distribution"; Jang, Gu, Poole (2017),
+        "Categorical reparameterization with Gumbel-softmax", ICLR.
+    """
+
+    def surrogate(
+        self, graph: StochasticGraph, prepared: PreparedBatch, noise: torch.Tensor, state: Any
+    ) -> torch.Tensor:
+        def gate(layer: int, logits: torch.Tensor, layer_noise: torch.Tensor) -> torch.Tensor:
+            return concrete_gates(logits, layer_noise, self.temperature)
+
+        return graph.sample(prepared, noise, gate).losses.mean()
+
+
+@register_estimator("st-gumbel")
+class StraightThroughGumbel(_Relaxed):
+    """Straight-through Gumbel: the hard gate `b = 1[u < p]` forward, the relaxed gradient back.
+
+    The gate enters the loss as `b + (s - stopgrad(s))` with `s = sigmoid((a + l) / tau)`: its
+    value is exactly `b` (the same gates as `st` under the same noise) and the gate logits get
+    `dL/db (b) s (1 - s) / tau`. Biased for the Bernoulli objective, like `st`; its draw
+    depends on `u` beyond the gate it implies, so `discrete_noise` is False.
+
+    Args:
+        temperature: `tau > 0` (default 1).
+
+    Example:
+        >>> from estimator_lab.graphs.toy import ToyGraph
+        >>> toy = ToyGraph([0.0], target=0.45)
+        >>> prepared = toy.prepare(toy.example_batch())
+        >>> est = StraightThroughGumbel(0.5)
+        >>> s = est.surrogate(toy, prepared, torch.tensor([[0.25]]), None)
+        >>> torch.autograd.grad(s, toy.theta)[0]  # 2 (1 - t) 0.9 (1 - 0.9) / 0.5
+        tensor([0.1980], dtype=torch.float64)
+
+    References:
+        Jang, Gu, Poole (2017), "Categorical reparameterization with Gumbel-softmax", ICLR
+        (the straight-through variant); Bengio, Léonard, Courville (2013), section 4.
+    """
+
+    def surrogate(
+        self, graph: StochasticGraph, prepared: PreparedBatch, noise: torch.Tensor, state: Any
+    ) -> torch.Tensor:
+        def gate(layer: int, logits: torch.Tensor, layer_noise: torch.Tensor) -> torch.Tensor:
+            relaxed = concrete_gates(logits, layer_noise, self.temperature)
+            return bernoulli_gates(logits.detach(), layer_noise) + (relaxed - relaxed.detach())
+
+        return graph.sample(prepared, noise, gate).losses.mean()
