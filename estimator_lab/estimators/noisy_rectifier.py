@@ -91,10 +91,10 @@ class NoisyRectifier(GradientEstimator):
     def quadrature_breakpoints(self, logits: torch.Tensor) -> torch.Tensor:
         """The rectifier's kink, where `a + z(u) = 0` (`u = F(a / sigma)` for the noise's CDF),
         and cells graded geometrically towards `u = 0` and `u = 1`, where the noise `z(u)` is
-        unbounded (`10^-1 .. 10^-12` from each end)."""
+        unbounded (`10^-1 .. 10^-10` from each end)."""
         scaled = logits / self.sigma
         kink = torch.special.ndtr(scaled) if self.noise == "gaussian" else torch.sigmoid(scaled)
-        tails = 10.0 ** -torch.arange(1, 13, dtype=logits.dtype, device=logits.device)
+        tails = 10.0 ** -torch.arange(1, 11, dtype=logits.dtype, device=logits.device)
         grading = torch.cat([tails, 1 - tails]).unsqueeze(1).expand(-1, logits.numel())
         return torch.cat([kink.unsqueeze(0), grading])
 

@@ -8,6 +8,7 @@ from estimator_lab.exact.enumeration import (
     log_prob_and_loss,
 )
 from estimator_lab.exact.moments import ExactMoments, NotComputable, exact_moments
+from estimator_lab.exact.own_objective import noisy_rectifier_exact_gradient, sts_exact_gradient
 
 __all__ = [
     "EnumerationTooLarge",
@@ -18,4 +19,6 @@ __all__ = [
     "configurations",
     "exact_gradient",
     "log_prob_and_loss",
+    "noisy_rectifier_exact_gradient",
+    "sts_exact_gradient",
 ]
