@@ -125,6 +125,26 @@ class StochasticGraph(nn.Module):
         """Computes the gate logits and the gate-independent features of a minibatch."""
         raise NotImplementedError
 
+    def shared_input_layers(self, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+        """The `nn.Linear` layers whose input is the same in every draw, with that input.
+
+        For such a layer `y = H W^T + b`, the gradient of any draw with respect to `W` is
+        `Delta^T H`, with `Delta` (`B x out`) the draw's gradient with respect to `y`; the
+        Monte Carlo fast path (`estimator_lab.montecarlo.fastpath`) accumulates moments of
+        `Delta` instead of the `out x in` weight gradients. A graph that declares layers here
+        must accept `prepare(batch, probes=...)`, with `probes` a dict from some of the declared
+        names to `B x out` tensors added to those layers' outputs, and its parameters must reach
+        the losses only through those outputs.
+
+        Args:
+            batch: the minibatch.
+
+        Returns:
+            the submodule name of each such layer (an `nn.Linear`) mapped to its `B x in`
+            input; empty by default (no layer declared).
+        """
+        return {}
+
     def loss(self, prepared: PreparedBatch, gates: torch.Tensor) -> torch.Tensor:
         """Per-example losses for gate values.
 

@@ -7,6 +7,7 @@ conditional layer's output is `gate * expert`, followed by an affine output laye
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -14,6 +15,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from estimator_lab.graphs.base import PreparedBatch, StochasticGraph
+
+SHARED_INPUT_LAYERS = ("gater_hidden", "gater_out", "expert")
+"""The layers of `ConditionalNetwork` whose input is the same in every draw."""
 
 
 @dataclass(frozen=True)
@@ -84,20 +88,54 @@ class ConditionalNetwork(StochasticGraph):
                 noise = torch.rand(param.shape, generator=generator, dtype=param.dtype)
                 param.copy_((2 * noise - 1) * bound)
 
-    def prepare(self, batch: tuple[torch.Tensor, torch.Tensor]) -> PreparedBatch:
+    def prepare(
+        self,
+        batch: tuple[torch.Tensor, torch.Tensor],
+        probes: Mapping[str, torch.Tensor] | None = None,
+    ) -> PreparedBatch:
         """Gate logits and expert output of a batch `(x, y)`.
 
         Args:
             batch: `x`, a `B x num_inputs` tensor, and `y`, `B` int64 class labels.
+            probes: optional tensors added to the outputs of the layers named by
+                `shared_input_layers` (`"gater_hidden"`: `B x num_gater_hidden`, before the
+                `tanh`; `"gater_out"`: `B x G`; `"expert"`: `B x G`). Zero probes leave every
+                value unchanged; the gradient with respect to a probe is the gradient with
+                respect to that layer's output.
 
         Returns:
             logits `a` (`B x G`) and features `expert` (`B x G`) and `labels` (`B`).
+
+        Raises:
+            KeyError: for a probe that names no shared-input layer.
         """
         x, y = batch
-        hidden = torch.tanh(self.gater_hidden(x))
+        probes = dict(probes or {})
+        unknown = set(probes) - set(SHARED_INPUT_LAYERS)
+        if unknown:
+            raise KeyError(f"probes {sorted(unknown)} name no layer of {SHARED_INPUT_LAYERS}")
+
+        def layer(name: str, inputs: torch.Tensor) -> torch.Tensor:
+            out = getattr(self, name)(inputs)
+            return out + probes[name] if name in probes else out
+
+        hidden = torch.tanh(layer("gater_hidden", x))
         return PreparedBatch(
-            logits=self.gater_out(hidden), features={"expert": self.expert(x), "labels": y}
+            logits=layer("gater_out", hidden),
+            features={"expert": layer("expert", x), "labels": y},
         )
+
+    def shared_input_layers(
+        self, batch: tuple[torch.Tensor, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
+        """The gater's two layers and the expert, whose inputs do not depend on the gates.
+
+        Returns:
+            `{"gater_hidden": x, "gater_out": tanh(gater_hidden(x)), "expert": x}`, the `B x in`
+            input of each layer.
+        """
+        x, _ = batch
+        return {"gater_hidden": x, "gater_out": torch.tanh(self.gater_hidden(x)), "expert": x}
 
     def output_logits(self, prepared: PreparedBatch, gates: torch.Tensor) -> torch.Tensor:
         """Class logits for gate values: a `... x B x num_classes` tensor."""

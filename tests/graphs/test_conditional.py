@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from estimator_lab.graphs import ConditionalConfig, ConditionalNetwork, StochasticGraph
+from estimator_lab.graphs.sbn import SigmoidBeliefNet
 
 SMALL = ConditionalConfig(num_inputs=6, num_gater_hidden=4, num_gates=5, num_classes=3)
 LAYERS = ("gater_hidden", "gater_out", "expert", "output")
@@ -199,3 +200,72 @@ def test_invalid_config_sizes_raise(field, value):
 def test_config_is_frozen():
     with pytest.raises(AttributeError):
         SMALL.num_gates = 7
+
+
+# --- shared-input layers and probes (the Monte Carlo fast path) ------------------------------
+
+
+def test_shared_input_layers_are_the_inputs_the_layers_see_in_prepare():
+    net, batch = small_problem()
+    seen = {}
+
+    def capture(name):
+        def hook(module, inputs):
+            seen[name] = inputs[0]
+
+        return hook
+
+    handles = [getattr(net, n).register_forward_pre_hook(capture(n)) for n in LAYERS]
+    try:
+        net.prepare(batch)
+    finally:
+        for handle in handles:
+            handle.remove()
+    shared = net.shared_input_layers(batch)
+    # The output layer's input is `gates * expert`: it changes with the gates.
+    assert list(shared) == ["gater_hidden", "gater_out", "expert"]
+    for name, inputs in shared.items():
+        assert torch.equal(inputs, seen[name]), name
+        assert inputs.shape == (4, getattr(net, name).in_features), name
+
+
+def test_probes_leave_values_unchanged_and_carry_the_layer_output_gradients():
+    net, batch = small_problem(seed=6)
+    shared = net.shared_input_layers(batch)
+    probes = {
+        name: torch.zeros(4, getattr(net, name).out_features, dtype=torch.float64,
+                          requires_grad=True)
+        for name in shared
+    }
+    plain = net.prepare(batch)
+    probed = net.prepare(batch, probes=probes)
+    assert torch.equal(probed.logits, plain.logits)
+    assert torch.equal(probed.features["expert"], plain.features["expert"])
+    # Any function of the logits and of the loss at fixed (fractional) gates.
+    gates = torch.rand(4, SMALL.num_gates, generator=torch.Generator().manual_seed(7)).double()
+    weights = torch.randn(4, SMALL.num_gates, generator=torch.Generator().manual_seed(8)).double()
+    value = net.loss(probed, gates).sum() + (weights * torch.sigmoid(probed.logits)).sum()
+    params = dict(net.named_parameters())
+    names = [f"{n}.{kind}" for n in shared for kind in ("weight", "bias")]
+    grads = torch.autograd.grad(value, [*probes.values(), *(params[n] for n in names)])
+    deltas = dict(zip(probes, grads[:len(probes)], strict=True))
+    by_name = dict(zip(names, grads[len(probes):], strict=True))
+    for name, inputs in shared.items():
+        delta = deltas[name]
+        assert delta.abs().max() > 0, name  # a zero gradient would make the check vacuous
+        # y = H W^T + b: dW = Delta^T H and db = sum_j Delta_j.
+        torch.testing.assert_close(by_name[f"{name}.weight"], delta.T @ inputs.detach(),
+                                   rtol=1e-12, atol=1e-14, msg=name)
+        torch.testing.assert_close(by_name[f"{name}.bias"], delta.sum(0), rtol=1e-12,
+                                   atol=1e-14, msg=name)
+
+
+def test_a_probe_for_an_unknown_layer_raises():
+    net, batch = small_problem()
+    with pytest.raises(KeyError, match="output"):
+        net.prepare(batch, probes={"output": torch.zeros(4, SMALL.num_classes)})
+
+
+def test_graphs_declare_no_shared_input_layers_by_default():
+    sbn = SigmoidBeliefNet(6, (4, 3), torch.Generator().manual_seed(0))
+    assert sbn.shared_input_layers((torch.zeros(2, 6),)) == {}
