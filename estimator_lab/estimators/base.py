@@ -106,6 +106,18 @@ class GradientEstimator:
 
 
 
+class TemperatureEstimator(GradientEstimator):
+    """Base of estimators with a relaxation temperature `tau > 0` (Concrete, ReinMax)."""
+
+    def __init__(self, temperature: float = 1.0) -> None:
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.temperature = float(temperature)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(temperature={self.temperature})"
+
+
 def trace_log_prob(trace: GateTrace) -> torch.Tensor:
     """`log P(b)` of every gate of a trace, summed over gates and layers: a `... x B` tensor."""
     return sum(

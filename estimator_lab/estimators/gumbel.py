@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from estimator_lab.estimators.base import GradientEstimator, bernoulli_gates
+from estimator_lab.estimators.base import TemperatureEstimator, bernoulli_gates
 from estimator_lab.estimators.registry import register_estimator
 from estimator_lab.graphs.base import PreparedBatch, StochasticGraph
 
@@ -46,19 +46,11 @@ def concrete_gates(logits: torch.Tensor, noise: torch.Tensor, temperature: float
     return torch.sigmoid((logits + logistic_noise(noise)) / temperature)
 
 
-class _Relaxed(GradientEstimator):
-    """Shared hyper-parameter handling of the two Concrete estimators."""
+class _Relaxed(TemperatureEstimator):
+    """Shared flags of the two Concrete estimators."""
 
     is_unbiased = False
     multilayer = True
-
-    def __init__(self, temperature: float = 1.0) -> None:
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        self.temperature = float(temperature)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(temperature={self.temperature})"
 
 
 @register_estimator("gumbel")

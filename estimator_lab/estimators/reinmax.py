@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from estimator_lab.estimators.base import GradientEstimator, bernoulli_gates
+from estimator_lab.estimators.base import TemperatureEstimator, bernoulli_gates
 from estimator_lab.estimators.registry import register_estimator
 from estimator_lab.graphs.base import PreparedBatch, StochasticGraph
 
@@ -60,7 +60,7 @@ def reinmax_weight(logits: torch.Tensor, gates: torch.Tensor, temperature: float
 
 
 @register_estimator("reinmax")
-class ReinMax(GradientEstimator):
+class ReinMax(TemperatureEstimator):
     """ReinMax: forward the hard gate `b = 1[u < p]`; backward `dL/da := dL/db w(a, b)`.
 
     The gate enters the loss as `b + stopgrad(w) (a - stopgrad(a))` with `w` from
@@ -87,14 +87,6 @@ class ReinMax(GradientEstimator):
     is_unbiased = False
     multilayer = True
     discrete_noise = True
-
-    def __init__(self, temperature: float = 1.0) -> None:
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        self.temperature = float(temperature)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(temperature={self.temperature})"
 
     def surrogate(
         self, graph: StochasticGraph, prepared: PreparedBatch, noise: torch.Tensor, state: Any
