@@ -82,10 +82,12 @@ def gram_moments_of(deltas: torch.Tensor, *, shift: torch.Tensor | None = None) 
                          f"{tuple(deltas.shape)}")
     shift = (deltas[0] if shift is None else shift).to(torch.float64, copy=True)
     count, batch, out = deltas.shape
-    # One strided copy to `out x K x B` float64 (bmm of strided views is slow), shifted in place.
-    y = torch.empty(out, count, batch, dtype=torch.float64, device=deltas.device)
-    y.copy_(deltas.permute(2, 0, 1)).sub_(shift.T.unsqueeze(1))
-    return GramMoments(count, shift, y.sum(1).T, torch.bmm(y.transpose(1, 2), y))
+    # One strided copy to `out x K x B` (bmm of strided views is slow), shifted in place. As in
+    # `moments_of`, a chunk's sums run in the draws' dtype and are combined in float64.
+    y = torch.empty(out, count, batch, dtype=deltas.dtype, device=deltas.device)
+    y.copy_(deltas.permute(2, 0, 1)).sub_(shift.T.unsqueeze(1).to(deltas.dtype))
+    gram = torch.bmm(y.transpose(1, 2), y).to(torch.float64)
+    return GramMoments(count, shift, y.sum(1).T.to(torch.float64), gram)
 
 
 def merge_gram_moments(a: GramMoments, b: GramMoments) -> GramMoments:
