@@ -187,7 +187,7 @@ class NonFiniteDrawError(FloatingPointError):
     """A draw with a NaN or infinite entry; the message names estimator, draw and tensor."""
 
 
-def _finite_rows(
+def finite_draw_rows(
     name: str, draws: dict[str, torch.Tensor], indices: range, nan_policy: str
 ) -> torch.Tensor | None:
     """A `K` boolean mask of finite draws (None if all are); raises under `"raise"`."""
@@ -302,7 +302,7 @@ def run_draws(
                 elapsed[pair] = 0.0
             for name, draws in chunk.items():
                 accumulator = accumulators[name]
-                finite = _finite_rows(name, draws, indices, nan_policy)
+                finite = finite_draw_rows(name, draws, indices, nan_policy)
                 if finite is not None:
                     accumulator.skipped += [i for i, ok in zip(indices, finite.tolist(),
                                                                strict=True) if not ok]

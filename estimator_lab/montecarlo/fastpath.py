@@ -36,7 +36,7 @@ import torch
 
 from estimator_lab.graphs.base import StochasticGraph
 from estimator_lab.montecarlo.accumulators import MomentAccumulator, Moments
-from estimator_lab.montecarlo.engine import GATE_LOGITS, _finite_rows, gradient_draws
+from estimator_lab.montecarlo.engine import GATE_LOGITS, finite_draw_rows, gradient_draws
 from estimator_lab.montecarlo.noise import uniform_noise
 
 if TYPE_CHECKING:  # estimators import the engine: only a type here
@@ -382,7 +382,7 @@ def fast_moments(
             # A non-finite output gradient makes its layer's bias gradient (a sum) non-finite,
             # and a non-finite entry its tensor's sum: one reduction each, then the culprit.
             if not all(bool(torch.isfinite(t.sum())) for t in dense.values()):
-                _finite_rows(name, dense, indices, "raise")
+                finite_draw_rows(name, dense, indices, "raise")
             if start == first_draw:
                 _check_first_draw(name, graph, estimator, batch, states[name], noise, deltas,
                                   layers)
