@@ -100,7 +100,7 @@ def _gauss_legendre_cells(breakpoints: np.ndarray, points: int) -> tuple[np.ndar
     return np.concatenate(all_nodes), np.concatenate(all_weights)
 
 
-def _quadrature_atoms(
+def quadrature_atoms(
     breakpoints: torch.Tensor, noise_shape: tuple[int, ...], points: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Tensor-product Gauss-Legendre noise for one example: each uniform dim is split at the
@@ -209,7 +209,7 @@ def _example_moments(
                 f"most {max_quadrature_dims} uniforms"
             )
         method = "quadrature"
-        nodes, weights = _quadrature_atoms(
+        nodes, weights = quadrature_atoms(
             estimator.quadrature_breakpoints(prepared.logits[0].detach()), noise_shape,
             quadrature_points,
         )

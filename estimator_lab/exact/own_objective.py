@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from estimator_lab.exact.enumeration import check_enumerable, configurations
-from estimator_lab.exact.moments import _quadrature_atoms
+from estimator_lab.exact.moments import quadrature_atoms
 from estimator_lab.graphs.base import StochasticGraph
 from estimator_lab.montecarlo.engine import GATE_LOGITS, tracked_parameters
 
@@ -74,7 +74,7 @@ def noisy_rectifier_exact_gradient(
     for j in range(batch_size):
         prepared = graph.prepare(tuple(t[j : j + 1] for t in batch))
         logits.append(prepared.logits)
-        nodes, weights = _quadrature_atoms(
+        nodes, weights = quadrature_atoms(
             estimator.quadrature_breakpoints(prepared.logits[0].detach()), (graph.num_gates,),
             quadrature_points,
         )

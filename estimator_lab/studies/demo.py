@@ -25,7 +25,7 @@ from estimator_lab.montecarlo.engine import gradient_draws
 from estimator_lab.montecarlo.noise import uniform_noise
 from estimator_lab.plotting import group_variance_plot
 from estimator_lab.reporting import Report, run_manifest, staged_directory
-from estimator_lab.stats import zero_mean_test
+from estimator_lab.stats import summary_frame, zero_mean_test
 
 REFERENCE = "local-expectation"
 
@@ -73,31 +73,6 @@ def demo_batch(config: DemoConfig, device: torch.device) -> tuple[torch.Tensor, 
     return images[index].to(device), labels[index].to(device)
 
 
-def _group_rows(name: str, accumulator: MomentAccumulator, shapes: dict) -> list[dict]:
-    rows = []
-    for parameter in accumulator.names():
-        moments = accumulator[parameter]
-        total_variance = moments.variance.sum().item()
-        mean_norm = moments.mean.norm().item()
-        # ||mean||^2 - tr(Sigma)/N is unbiased for ||E g||^2: the noise in the mean removed.
-        signal_norm = max(mean_norm**2 - total_variance / moments.count, 0.0) ** 0.5
-        rows.append(
-            {
-                "estimator": name,
-                "parameter": parameter,
-                "numel": moments.mean.numel(),
-                "shape": "x".join(map(str, shapes[parameter])),
-                "draws": moments.count,
-                "mean_norm": mean_norm,
-                "signal_norm": signal_norm,
-                "total_variance": total_variance,
-                "mean_variance": total_variance / moments.mean.numel(),
-                "snr": signal_norm / total_variance**0.5 if total_variance > 0 else float("inf"),
-            }
-        )
-    return rows
-
-
 def _bias_row(name: str, differences: MomentAccumulator, alpha: float) -> dict:
     result = zero_mean_test(differences[GATE_LOGITS], alpha=alpha)
     return {
@@ -138,7 +113,7 @@ def run_demo(config: DemoConfig, out: str | Path, *, progress: bool = False) -> 
 
     moments = {name: MomentAccumulator() for name in estimators}
     differences = {name: MomentAccumulator() for name in estimators}
-    for indices, chunk, _ in iter_draw_chunks(
+    for indices, chunk, elapsed in iter_draw_chunks(
         graph, estimators, batch, num_draws=config.draws, seed=config.seed,
         chunk_size=config.chunk_size, progress=progress,
     ):
@@ -151,10 +126,11 @@ def run_demo(config: DemoConfig, out: str | Path, *, progress: bool = False) -> 
             difference = draws[GATE_LOGITS] - reference_draws[GATE_LOGITS]
             differences[name].update({GATE_LOGITS: difference})
             moments[name].update(draws, overwrite=True)
+            moments[name].elapsed_s += elapsed[name]
 
-    results = pd.DataFrame(
-        [row for name, acc in moments.items() for row in _group_rows(name, acc, shapes)]
-    )
+    evaluations = {name: est.evaluations(graph) for name, est in estimators.items()}
+    results = summary_frame(moments, evaluations=evaluations)
+    results.insert(3, "shape", ["x".join(map(str, shapes[p])) for p in results["parameter"]])
     bias = pd.DataFrame([_bias_row(name, differences[name], config.alpha) for name in estimators])
     wall_time = time.perf_counter() - started
     manifest = run_manifest(
