@@ -17,9 +17,27 @@ class UsageError(Exception):
     """A user-facing error: printed as one line, exit status 2."""
 
 
+def _check_estimators(names, spec: str | None = None) -> None:
+    """Raises KeyError/ValueError for an unknown estimator, a bad graph spec, or a single-layer
+    estimator on a multi-layer graph, before any long work starts."""
+    from estimator_lab.estimators import get_estimator
+    from estimator_lab.estimators.base import require_single_layer
+    from estimator_lab.graphs.specs import build_problem
+
+    graph = None if spec is None else build_problem(spec).graph
+    for name in names:
+        estimator = get_estimator(name)
+        if graph is not None:
+            require_single_layer(graph, estimator)
+
+
+def _usage_error(error: KeyError | ValueError) -> UsageError:
+    """The one-line message of a validation error (a KeyError's repr would add quotes)."""
+    return UsageError(error.args[0] if isinstance(error, KeyError) else str(error))
+
+
 def _cmd_demo(args: argparse.Namespace) -> None:
     from estimator_lab.device import resolve_device
-    from estimator_lab.estimators import get_estimator
     from estimator_lab.studies.demo import DemoConfig, run_demo
 
     try:
@@ -28,19 +46,15 @@ def _cmd_demo(args: argparse.Namespace) -> None:
             batch_size=args.batch_size, chunk_size=args.chunk_size, device=args.device,
             data_path=args.data,
         )
-        for name in config.estimators:
-            get_estimator(name)
+        _check_estimators(config.estimators)
         resolve_device(config.device)
     except (KeyError, ValueError) as error:
-        raise UsageError(error.args[0]) from None
+        raise _usage_error(error) from None
     report = run_demo(config, args.out, progress=not args.quiet)
     print(f"report written to {report}")
 
 
 def _cmd_bias(args: argparse.Namespace) -> None:
-    from estimator_lab.estimators import get_estimator
-    from estimator_lab.estimators.base import require_single_layer
-    from estimator_lab.graphs.specs import build_problem
     from estimator_lab.studies.bias import BiasConfig, run_bias
 
     try:
@@ -48,19 +62,13 @@ def _cmd_bias(args: argparse.Namespace) -> None:
             graph=args.graph, estimators=tuple(args.estimators.split(",")), draws=args.draws,
             seed=args.seed, alpha=args.alpha, device=args.device,
         )
-        graph = build_problem(config.graph, seed=config.seed).graph
-        for name in config.estimators:
-            require_single_layer(graph, get_estimator(name))
+        _check_estimators(config.estimators, config.graph)
     except (KeyError, ValueError) as error:  # GraphSpecError is a ValueError
-        message = error.args[0] if isinstance(error, KeyError) else str(error)
-        raise UsageError(message) from None
+        raise _usage_error(error) from None
     print(f"report written to {run_bias(config, args.out, progress=not args.quiet)}")
 
 
 def _cmd_variance(args: argparse.Namespace) -> None:
-    from estimator_lab.estimators import get_estimator
-    from estimator_lab.estimators.base import require_single_layer
-    from estimator_lab.graphs.specs import build_problem
     from estimator_lab.studies.variance import VarianceConfig, run_variance
 
     try:
@@ -70,14 +78,9 @@ def _cmd_variance(args: argparse.Namespace) -> None:
             group_size=args.group_size, alpha=args.alpha, device=args.device,
             data_path=args.data, checkpoint=args.checkpoint, nan_policy=args.nan_policy,
         )
-        graph = None if config.graph == "paper" else build_problem(config.graph).graph
-        for name in config.estimators:
-            estimator = get_estimator(name)
-            if graph is not None:
-                require_single_layer(graph, estimator)
+        _check_estimators(config.estimators, None if config.graph == "paper" else config.graph)
     except (KeyError, ValueError) as error:  # GraphSpecError is a ValueError
-        message = error.args[0] if isinstance(error, KeyError) else str(error)
-        raise UsageError(message) from None
+        raise _usage_error(error) from None
     report = run_variance(config, args.out, progress=not args.quiet)
     if report is not None:  # under torchrun, rank 0 writes the report
         print(f"report written to {report}")
