@@ -133,6 +133,26 @@ def _cmd_data_info(args: argparse.Namespace) -> None:
     print(json.dumps(mnist_info(args.cache_dir), indent=2, default=str))
 
 
+def _delegate(module: str, args: argparse.Namespace) -> None:
+    """Runs `module.main(args)`, turning its KeyError/ValueError on bad input into a usage error."""
+    import importlib
+
+    try:
+        importlib.import_module(module).main(args)
+    except (KeyError, ValueError) as error:
+        raise _usage_error(error) from None
+
+
+SUBCOMMAND_MODULES = {
+    "train": ("estimator_lab.train.command",
+              "train one of the paper's seven gater configurations on MNIST"),
+    "run": ("estimator_lab.studies.command", "run a study by name; writes its report"),
+    "validate": ("estimator_lab.validation.command",
+                 "validation battery and report card for an estimator proposal"),
+}
+"""Subcommands defined in their own modules: each has `add_arguments(parser)` and `main(args)`."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `estimator-lab`."""
     parser = argparse.ArgumentParser(
@@ -213,6 +233,13 @@ def build_parser() -> argparse.ArgumentParser:
     info = data_commands.add_parser("info", help="describe the cached MNIST")
     info.add_argument("--cache-dir", default=None)
     info.set_defaults(run=_cmd_data_info)
+
+    import importlib
+
+    for name, (module, help_text) in SUBCOMMAND_MODULES.items():
+        sub = commands.add_parser(name, help=help_text)
+        importlib.import_module(module).add_arguments(sub)
+        sub.set_defaults(run=lambda args, module=module: _delegate(module, args))
     return parser
 
 
