@@ -8,10 +8,15 @@ global registry: a check under test is handed the instance directly, e.g.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from estimator_lab.estimators.arm import DisARM
+from estimator_lab.estimators.base import bernoulli_log_prob, hard_bernoulli
 from estimator_lab.estimators.rebar import Rebar
+from estimator_lab.estimators.reinforce import Reinforce
+from estimator_lab.graphs.base import PreparedBatch, StochasticGraph
 
 
 class FlippedSignDisARM(DisARM):
@@ -51,3 +56,26 @@ class RebarWithoutConditionalNoisePath(Rebar):
         self, logits: torch.Tensor, gates: torch.Tensor, v: torch.Tensor
     ) -> torch.Tensor:
         return super().conditional_noise(logits.detach(), gates, v)
+
+
+class ReinforceWithSampledGateBaseline(Reinforce):
+    """REINFORCE whose baseline depends on the sampled gate: `c_ji = L_j(b) b_ji`.
+
+    The planted bug: a baseline must not depend on the gate it centres, but here it is computed
+    from the draw's own gates, so `E[(b_i - p_i) c_i] != 0`: with `c_i = L b_i` the gate-logit
+    draw is `L (1 - b_i)(b_i - p_i) / B = -L (1 - b_i) p_i / B`, whose mean is
+    `-p_i (1 - p_i) E[L | b_i = 0] / B` instead of `p_i (1 - p_i) (E[L | b_i = 1] - E[L | b_i = 0])
+    / B` (a bias of `-p_i (1 - p_i) E[L | b_i = 1] / B`, non-zero for a positive loss).
+    """
+
+    name = "planted-reinforce-with-sampled-gate-baseline"
+
+    def surrogate(
+        self, graph: StochasticGraph, prepared: PreparedBatch, noise: torch.Tensor, state: Any
+    ) -> torch.Tensor:
+        trace = graph.sample(prepared, noise, hard_bernoulli)
+        losses, gates = trace.losses, trace.all_gates
+        baseline = losses.detach().unsqueeze(-1) * gates  # B x G: reads the sampled gates
+        weights = losses.detach().unsqueeze(-1) - baseline
+        log_prob = bernoulli_log_prob(trace.all_logits, gates)
+        return (losses + (weights * log_prob).sum(-1)).mean()

@@ -1,0 +1,166 @@
+"""`validate`: the whole battery on one estimator, and its report card.
+
+Checks, in order (each a `Verdict`):
+
+1. `contract`: `check_estimator` (shapes, dtypes, devices, determinism, no leaks, unbiasedness
+   on its own graphs).
+2. `unbiasedness`: the mean against the exact gradient on the small-graph suite
+   (`small_graphs`); for an estimator that declares itself biased, the size of its bias.
+3. `variance`: work-normalised variance against REINFORCE with the optimal baseline, RLOO,
+   DisARM and ST on the same graphs, exact where the estimator's noise allows.
+4. `full network`: variance and paired bias against `local-expectation` on the paper network.
+5. `training`: a short training run of the paper network against ST and REINFORCE.
+
+A correct estimator fails a statistical check with probability at most `budget.alpha` per check
+(`contract`, `unbiasedness`, `full network`; at most `3 alpha` in all), as each check controls
+its family-wise error; the seeds are fixed, so a report card is reproducible.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from estimator_lab.device import describe_device, resolve_device
+from estimator_lab.reporting import Report, atomic_write_text, run_manifest, staged_directory
+from estimator_lab.testing.contract import check_estimator
+from estimator_lab.validation.budget import Budget
+from estimator_lab.validation.network import network_check
+from estimator_lab.validation.small_graphs import (
+    REFERENCES,
+    GraphResult,
+    measure_graph,
+    unbiasedness_verdict,
+    variance_verdict,
+)
+from estimator_lab.validation.target import Target, resolve_target
+from estimator_lab.validation.training import training_check
+from estimator_lab.validation.verdict import Verdict
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    """What `validate` found.
+
+    Attributes:
+        target: the estimator validated.
+        verdicts: one per check, in order.
+        graphs: the small-graph measurements.
+        network: the full-network summary rows (None when skipped).
+        curves: the training curves (None when skipped).
+        contract: the contract's rows (check, passed, message).
+        wall_time_s: seconds the battery took.
+    """
+
+    target: Target
+    verdicts: tuple[Verdict, ...]
+    graphs: tuple[GraphResult, ...]
+    network: pd.DataFrame | None
+    curves: pd.DataFrame | None
+    contract: pd.DataFrame
+    wall_time_s: float
+
+    @property
+    def passed(self) -> bool:
+        """Whether no check failed."""
+        return not any(v.failed for v in self.verdicts)
+
+    def __getitem__(self, check: str) -> Verdict:
+        for verdict in self.verdicts:
+            if verdict.check == check:
+                return verdict
+        raise KeyError(f"no check {check!r} (ran {[v.check for v in self.verdicts]})")
+
+    def summary(self) -> str:
+        """One verdict line per check."""
+        return "\n".join(str(v) for v in self.verdicts)
+
+
+def contract_check(target: Target, budget: Budget, *, seed: int,
+                   device: torch.device) -> tuple[Verdict, pd.DataFrame]:
+    """`check_estimator` on the target; the verdict names every failed check and why."""
+    devices = ["cpu"] + ([device] if device.type != "cpu" else [])
+    report = check_estimator(target.factory, devices=devices, num_draws=budget.contract_draws,
+                             alpha=budget.alpha, seed=seed)
+    rows = pd.DataFrame([{"check": r.name, "passed": r.passed, "message": r.message}
+                         for r in report])
+    if report.passed:
+        return Verdict("contract", "pass", f"all {len(rows)} checks pass "
+                       f"({', '.join(rows['check'])})"), rows
+    failures = "; ".join(f"{r.name}: {r.message}" for r in report.failures)
+    return Verdict("contract", "fail", f"{len(report.failures)} of {len(rows)} checks fail: "
+                   f"{failures}"), rows
+
+
+def validate(
+    target: str | Target,
+    budget: Budget,
+    *,
+    seed: int = 0,
+    device: str = "auto",
+    progress: bool = False,
+) -> ValidationResult:
+    """Runs the battery (module docstring) on `target`.
+
+    Args:
+        target: a `Target` or TARGET as `resolve_target` reads it.
+        budget: the work per check (`BUDGETS`).
+        seed: seeds the graphs, the noise and the training run.
+        device: `"auto"`, `"cpu"`, `"cuda"`, ...
+        progress: show progress bars.
+    """
+    from tqdm.auto import tqdm
+
+    started = time.perf_counter()
+    target = resolve_target(target) if isinstance(target, str) else target
+    device = resolve_device(device)
+    probe = target.probe()
+    verdicts = []
+    contract, contract_rows = contract_check(target, budget, seed=seed, device=device)
+    verdicts.append(contract)
+    alpha = budget.alpha / len(budget.graphs)  # Bonferroni across graphs, Holm within one
+    graphs = tuple(
+        measure_graph(target, spec, budget, alpha=alpha, seed=seed, device=device)
+        for spec in tqdm(budget.graphs, desc="small graphs", disable=not progress)
+    )
+    verdicts += [unbiasedness_verdict(probe, list(graphs)), variance_verdict(target.label,
+                                                                              list(graphs))]
+    network_verdict, network = network_check(target, budget, seed=seed, device=device,
+                                             progress=progress)
+    training_verdict, curves = training_check(target, budget, seed=seed, device=device,
+                                              progress=progress)
+    verdicts += [network_verdict, training_verdict]
+    return ValidationResult(target, tuple(verdicts), graphs, network, curves, contract_rows,
+                            time.perf_counter() - started)
+
+
+def write_report_card(result: ValidationResult, budget: Budget, out: str | Path, *,
+                      seed: int, device: str, command: str) -> Path:
+    """Writes the report card (`report.md`, `report.html`, figures, `verdicts.json`) to `out`,
+    replaced whole.
+
+    Returns:
+        the path of `report.md`.
+    """
+    from estimator_lab.validation.card import report_card
+
+    manifest = run_manifest(
+        seed=seed, device=describe_device(resolve_device(device)),
+        wall_time_s=result.wall_time_s, study="validate", target=result.target.label,
+        target_class=f"{result.target.cls.__module__}.{result.target.cls.__qualname__}",
+        budget=asdict(budget),
+    )
+    verdicts = [asdict(v) for v in result.verdicts]
+    with staged_directory(out) as stage:
+        report_card(result, budget, manifest, command).write(stage)
+        atomic_write_text(stage / "verdicts.json",
+                          json.dumps(verdicts, indent=2, default=str) + "\n")
+    return Path(out) / "report.md"
+
+
+__all__ = ["REFERENCES", "ValidationResult", "contract_check", "validate", "write_report_card"]

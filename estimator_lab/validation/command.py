@@ -1,0 +1,61 @@
+"""`estimator-lab validate TARGET`: the validation battery and its report card.
+
+TARGET: a registered name, `module:Class`, or `path/to/file.py[:Class]`. Prints one verdict
+line per check, writes the report card to `--out`, and exits with status 1 when a check fails
+(2 for bad input).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of `estimator-lab validate`."""
+    parser.add_argument("target", metavar="TARGET",
+                        help="registered name, module:Class, or path/to/file.py[:Class]")
+    parser.add_argument("--budget", default="quick", choices=["quick", "standard", "thorough"],
+                        help="work per check (default: %(default)s, minutes on a 2-core CPU)")
+    parser.add_argument("--graphs", default=None,
+                        help="small-graph specs separated by ';' (default: the budget's), "
+                             "e.g. 'toy:n=4,t=0.45;sbn:3-2'")
+    parser.add_argument("--out", default=None,
+                        help="report card folder (default: reports/validate/TARGET)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def main(args: argparse.Namespace) -> None:
+    """Runs the battery, prints the verdicts and writes the report card."""
+    import re
+
+    from estimator_lab.device import resolve_device
+    from estimator_lab.graphs.specs import build_problem
+    from estimator_lab.validation.battery import validate, write_report_card
+    from estimator_lab.validation.budget import BUDGETS
+    from estimator_lab.validation.target import resolve_target
+
+    budget = BUDGETS[args.budget]
+    if args.graphs is not None:
+        graphs = tuple(s.strip() for s in args.graphs.split(";") if s.strip())
+        for spec in graphs:
+            build_problem(spec)  # GraphSpecError (a ValueError) says what is wrong
+        budget = budget.replace(graphs=graphs)
+    resolve_device(args.device)
+    target = resolve_target(args.target)
+    out = args.out or f"reports/validate/{re.sub(r'[^A-Za-z0-9_.-]+', '_', target.label)}"
+    result = validate(target, budget, seed=args.seed, device=args.device,
+                      progress=not args.quiet)
+    command = shlex.join(["estimator-lab", "validate", args.target, "--budget", args.budget,
+                          *(["--graphs", args.graphs] if args.graphs else []),
+                          "--device", args.device, "--seed", str(args.seed), "--out", out])
+    report = write_report_card(result, budget, out, seed=args.seed, device=args.device,
+                               command=command)
+    print(result.summary())
+    print(f"{'FAIL' if not result.passed else 'PASS'}: report card written to {report} "
+          f"({result.wall_time_s:.0f} s)")
+    if not result.passed:
+        sys.exit(1)

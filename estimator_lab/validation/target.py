@@ -1,0 +1,161 @@
+"""Resolving `estimator-lab validate TARGET` to an estimator class, and building it for a graph.
+
+TARGET is one of:
+
+- a registered name (`disarm`; plugins under the `estimator_lab.estimators` entry points too);
+- `package.module:Class`, imported;
+- `path/to/file.py:Class`, or `path/to/file.py` holding exactly one `GradientEstimator`
+  subclass defined in it, loaded from the file.
+
+A class target is built with no arguments (give hyper-parameters defaults).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from estimator_lab.estimators import get_estimator
+from estimator_lab.estimators.base import GradientEstimator
+from estimator_lab.estimators.prepare import WARMUP_SEED_OFFSET, prepare_estimator
+from estimator_lab.graphs.base import StochasticGraph
+from estimator_lab.montecarlo.noise import uniform_noise
+
+
+@dataclass(frozen=True)
+class Target:
+    """The estimator under validation.
+
+    Attributes:
+        label: TARGET as given (the name in tables and commands).
+        cls: its class.
+        registry_name: the registry name when TARGET named one (built by `prepare_estimator`,
+            so batch-dependent estimators such as `reinforce-oracle` get their values).
+    """
+
+    label: str
+    cls: type[GradientEstimator]
+    registry_name: str | None = None
+
+    def build(
+        self, graph: StochasticGraph, batch: tuple[torch.Tensor, ...], *, warmup_steps: int = 0,
+        seed: int = 0,
+    ) -> tuple[GradientEstimator, Any]:
+        """The estimator for `graph` and `batch` and its state after `warmup_steps` updates.
+
+        Warm-up noise comes from the stream `prepare_estimator` uses, apart from measured draws.
+        """
+        if self.registry_name is not None:
+            return prepare_estimator(self.registry_name, graph, batch,
+                                     warmup_steps=warmup_steps, seed=seed)
+        estimator = self.cls()
+        state = estimator.init(graph)
+        if warmup_steps:
+            with torch.no_grad():
+                prepared = graph.prepare(batch)
+            noise = uniform_noise(seed + WARMUP_SEED_OFFSET, range(warmup_steps),
+                                  estimator.noise_shape(graph, prepared),
+                                  dtype=prepared.logits.dtype, device=prepared.logits.device)
+            for step_noise in noise:
+                state = estimator.update(state, graph, graph.prepare(batch), step_noise)
+        return estimator, state
+
+    def factory(self, graph: StochasticGraph, batch: tuple[torch.Tensor, ...]):
+        """`(graph, batch) -> estimator`, the form `check_estimator` takes."""
+        return self.build(graph, batch)[0]
+
+    def probe(self) -> GradientEstimator:
+        """An instance for reading flags (registry names built by name alone)."""
+        return get_estimator(self.registry_name) if self.registry_name else self.cls()
+
+
+def resolve_target(target: str) -> Target:
+    """The `Target` for a registered name, `module:Class`, or `file.py[:Class]`.
+
+    Raises:
+        ValueError: a one-line reason when TARGET cannot be resolved (unknown name with the
+            closest names, missing file or module, no or several estimator classes, a class
+            that is not a `GradientEstimator` or cannot be built without arguments).
+    """
+    path, sep, attribute = target.rpartition(":")
+    if not sep:
+        path, attribute = target, ""
+    if path.endswith(".py"):
+        cls = _from_file(Path(path), attribute, target)
+        label = f"{Path(path).name}:{cls.__name__}"
+    elif sep and path:
+        cls = _from_module(path, attribute, target)
+        label = target
+    else:
+        try:
+            estimator = get_estimator(target)
+        except KeyError as error:
+            raise ValueError(
+                f"{error.args[0]}; or give module:Class or path/to/file.py[:Class]"
+            ) from None
+        return Target(target, type(estimator), registry_name=target)
+    _check_buildable(cls, target)
+    return Target(label, cls)
+
+
+def _check_buildable(cls: Any, target: str) -> None:
+    if not (inspect.isclass(cls) and issubclass(cls, GradientEstimator)):
+        raise ValueError(f"{target!r} is {cls!r}, not a GradientEstimator subclass")
+    try:
+        cls()
+    except TypeError as error:
+        raise ValueError(f"{target!r}: {cls.__name__}() cannot be built without arguments "
+                         f"({error}); give its hyper-parameters defaults") from None
+
+
+def _from_module(module: str, attribute: str, target: str) -> type:
+    try:
+        loaded = importlib.import_module(module)
+    except ImportError as error:
+        raise ValueError(f"cannot import module {module!r} of {target!r}: {error}") from None
+    if not hasattr(loaded, attribute):
+        raise ValueError(f"module {module!r} has no attribute {attribute!r}; its estimator "
+                         f"classes: {', '.join(_classes_in(loaded)) or 'none'}")
+    return getattr(loaded, attribute)
+
+
+def _from_file(path: Path, attribute: str, target: str) -> type:
+    if not path.is_file():
+        raise ValueError(f"no such file {str(path)!r} (from {target!r})")
+    name = f"estimator_lab_validate_{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses and pickling look classes up by module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as error:
+        del sys.modules[name]
+        raise ValueError(f"importing {str(path)!r} raised {type(error).__name__}: "
+                         f"{error}") from None
+    if attribute:
+        if not hasattr(module, attribute):
+            raise ValueError(f"{str(path)!r} has no attribute {attribute!r}; its estimator "
+                             f"classes: {', '.join(_classes_in(module)) or 'none'}")
+        return getattr(module, attribute)
+    found = _classes_in(module)
+    if len(found) != 1:
+        what = f"{len(found)} ({', '.join(found)})" if found else "none"
+        raise ValueError(f"{str(path)!r} defines {what} GradientEstimator subclasses; name one "
+                         f"as {path}:Class")
+    return getattr(module, found[0])
+
+
+def _classes_in(module) -> list[str]:
+    """Names of the `GradientEstimator` subclasses defined (not imported) in `module`."""
+    return [
+        name for name, value in vars(module).items()
+        if inspect.isclass(value) and issubclass(value, GradientEstimator)
+        and value.__module__ == module.__name__
+    ]
