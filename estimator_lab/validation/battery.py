@@ -120,23 +120,39 @@ def validate(
     target = resolve_target(target) if isinstance(target, str) else target
     device = resolve_device(device)
     probe = target.probe()
-    verdicts = []
-    contract, contract_rows = contract_check(target, budget, seed=seed, device=device)
-    verdicts.append(contract)
+    options = {"seed": seed, "device": device}
+    contract, contract_rows = contract_check(target, budget, **options)
+    verdicts = [contract]
     alpha = budget.alpha / len(budget.graphs)  # Bonferroni across graphs, Holm within one
-    graphs = tuple(
-        measure_graph(target, spec, budget, alpha=alpha, seed=seed, device=device)
-        for spec in tqdm(budget.graphs, desc="small graphs", disable=not progress)
-    )
-    verdicts += [unbiasedness_verdict(probe, list(graphs)), variance_verdict(target.label,
-                                                                              list(graphs))]
-    network_verdict, network = network_check(target, budget, seed=seed, device=device,
-                                             progress=progress)
-    training_verdict, curves = training_check(target, budget, seed=seed, device=device,
-                                              progress=progress)
+    try:
+        graphs = tuple(
+            measure_graph(target, spec, budget, alpha=alpha, **options)
+            for spec in tqdm(budget.graphs, desc="small graphs", disable=not progress)
+        )
+        verdicts += [unbiasedness_verdict(probe, list(graphs)),
+                     variance_verdict(target.label, list(graphs))]
+    except Exception as error:  # a crash is a failed check, with the reason
+        graphs = ()
+        verdicts += [_crashed("unbiasedness", error), _crashed("variance", error)]
+    network_verdict, network = _guarded("full network", network_check, target, budget,
+                                        progress=progress, **options)
+    training_verdict, curves = _guarded("training", training_check, target, budget,
+                                        progress=progress, **options)
     verdicts += [network_verdict, training_verdict]
     return ValidationResult(target, tuple(verdicts), graphs, network, curves, contract_rows,
                             time.perf_counter() - started)
+
+
+def _crashed(check: str, error: Exception) -> Verdict:
+    return Verdict(check, "fail", f"raised {type(error).__name__}: {error}")
+
+
+def _guarded(check: str, run, *args, **kwargs) -> tuple[Verdict, pd.DataFrame | None]:
+    """`run(*args, **kwargs)`, or a failed verdict saying what it raised."""
+    try:
+        return run(*args, **kwargs)
+    except Exception as error:
+        return _crashed(check, error), None
 
 
 def write_report_card(result: ValidationResult, budget: Budget, out: str | Path, *,
