@@ -2,7 +2,7 @@
 
 Validate it end to end with
 
-    estimator-lab validate examples/learned_baseline.py --budget quick --out reports/validate/example
+    estimator-lab validate examples/learned_baseline.py --out reports/validate/example
 
 The baseline of example `j` is a linear function of its gate probabilities,
 `c_j = w^T sigmoid(a_j) + w_0`, where `a_j` are the gate logits of layer 0, which depend on the

@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 
 from estimator_lab.device import describe_device, resolve_device
-from estimator_lab.reporting import Report, atomic_write_text, run_manifest, staged_directory
+from estimator_lab.reporting import atomic_write_text, run_manifest, staged_directory
 from estimator_lab.testing.contract import check_estimator
 from estimator_lab.validation.budget import Budget
 from estimator_lab.validation.network import network_check

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-
 NETWORK_GROUPS = 10
 """Batch-means groups of the full-network draws (intervals of variance ratios)."""
 

@@ -19,7 +19,7 @@ from estimator_lab.montecarlo import GATE_LOGITS, run_draws
 from estimator_lab.stats import summary_frame, zero_mean_test
 from estimator_lab.studies.variance import REFERENCE, VarianceConfig, paper_problem
 from estimator_lab.validation.budget import NETWORK_GROUPS, Budget
-from estimator_lab.validation.small_graphs import _p
+from estimator_lab.validation.small_graphs import format_p
 from estimator_lab.validation.target import Target
 from estimator_lab.validation.verdict import Verdict
 
@@ -89,13 +89,13 @@ def _verdict(target, estimator, runs, logits, alpha) -> Verdict:
                "flagged": int(test.rejected.sum()), "coordinates": int(test.estimate.size),
                "draws": test.count, "variance_over_reference": float(ratio[label]),
                "work_variance_over_reference": float(work[label] / work[REFERENCE])}
-    bias = (f"gate-logit mean differs from {REFERENCE}'s (paired, Holm p={_p(test.pvalue)}, "
+    bias = (f"gate-logit mean differs from {REFERENCE}'s (paired, Holm p={format_p(test.pvalue)}, "
             f"{details['flagged']} of {details['coordinates']} coordinates flagged, worst "
             f"|z|={test.statistic:.1f})")
     if not test.rejected.any():
         return Verdict("full network", "pass" if estimator.is_unbiased else "info",
                        f"no bias against {REFERENCE} (paired, {test.count:,} draws, Holm "
-                       f"p={_p(test.pvalue)}); {variance}", details)
+                       f"p={format_p(test.pvalue)}); {variance}", details)
     if estimator.distribution != "bernoulli":
         return Verdict("full network", "info",
                        f"{bias}, as expected for distribution {estimator.distribution!r}; "

@@ -218,7 +218,8 @@ def _variance_rows(graph, label, estimators, runs, exact) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _p(pvalue: float) -> str:
+def format_p(pvalue: float) -> str:
+    """Two significant digits, or `<1e-300` where the p-value underflows to zero."""
     return f"{pvalue:.2g}" if pvalue > 0 else "<1e-300"
 
 
@@ -243,7 +244,8 @@ def unbiasedness_verdict(probe: GradientEstimator, results: list[GraphResult]) -
         also = f"; exact mean equals the gradient on {', '.join(exact)}" if exact else ""
         return Verdict("unbiasedness", "pass",
                        f"no bias on {len(checked)} graphs ({', '.join(r.spec for r in checked)}; "
-                       f"{draws:,} draws each, smallest Holm p={_p(smallest)}){also}", details)
+                       f"{draws:,} draws each, smallest Holm p={format_p(smallest)}){also}",
+                       details)
     if biased:
         return Verdict("unbiasedness", "biased",
                        "biased, as declared (is_unbiased=False): " + "; ".join(found), details)
@@ -257,7 +259,8 @@ def _finding(result: GraphResult) -> str:
     b = result.bias
     exact = (f", exact relative bias {b['exact_relative_bias']:.3g} ({b['exact_method']})"
              if b["exact_method"] != "not computable" else "")
-    return (f"mean differs from the exact gradient on {result.spec} (Holm p={_p(b['holm_pvalue'])}, "
+    return (f"mean differs from the exact gradient on {result.spec} "
+            f"(Holm p={format_p(b['holm_pvalue'])}, "
             f"{b['flagged']} of {b['coordinates']} coordinates flagged, worst coordinate "
             f"{b['worst_coordinate']} z={b['worst_z']:.1f}: mean {b['worst_mean']:.3g} vs exact "
             f"{b['worst_exact']:.3g}; relative bias {b['relative_bias']:.3g}{exact})")
@@ -283,6 +286,8 @@ def variance_verdict(label: str, results: list[GraphResult]) -> Verdict:
         return Verdict("variance", "skip", "no graph with an unbiased reference", details)
     verdict = (f"lower than the best unbiased reference on {better} of {compared} graphs"
                if better else "not lower than the best unbiased reference on any graph")
+    if not all(r.bias.get("biased") is False for r in results if r.checked):
+        verdict += " (the target is biased: weigh its bias in the bias table too)"
     return Verdict("variance", "info",
                    f"{verdict}; work-normalised gate-logit variance over the best unbiased "
                    f"reference (95% interval): {'; '.join(parts)}", details)
