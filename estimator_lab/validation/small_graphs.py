@@ -120,12 +120,12 @@ def measure_graph(target: Target, spec: str, budget: Budget, *, alpha: float, se
     graph = problem.graph.to(device)
     batch = tuple(t.to(device) for t in problem.batch)
     multilayer = len(graph.layer_sizes) > 1
+    if multilayer and not target.probe().multilayer:  # before a warm-up that would refuse
+        return GraphResult(spec, f"skipped: single-layer estimator, layers {graph.layer_sizes}",
+                           False)
     prepared = {target.label: target.build(graph, batch, warmup_steps=budget.warmup_steps,
                                            seed=seed)}
     estimator = prepared[target.label][0]
-    if multilayer and not estimator.multilayer:
-        return GraphResult(spec, f"skipped: single-layer estimator, layers {graph.layer_sizes}",
-                           False)
     for name in REFERENCES:
         if name != target.label:
             reference, state = prepare_estimator(name, graph, batch, seed=seed,
