@@ -325,7 +325,7 @@ def measure_snapshot(config: MnistVarianceConfig, graph, batch, names, *, refere
     everything = runs | ({REFERENCE: reference} if own_reference else {})
     evaluations = {n: e.evaluations(graph) for n, e in estimators.items()}
     if own_reference:
-        evaluations[REFERENCE] = 2 * graph.num_gates + 1
+        evaluations[REFERENCE] = ref_estimators[REFERENCE].evaluations(graph)
     references = {group: moments.mean for group, moments in reference.moments.items()}
     summary = summary_frame(everything, references=references, evaluations=evaluations,
                             differences=differences)
@@ -476,6 +476,19 @@ def ranking_table(summary: pd.DataFrame, parameter: str = "gate_logits") -> pd.D
     return table.sort_values(table.columns[-1]).reset_index()
 
 
+def _legend_outside(ax):
+    """Moves a sweep plot's legend beside the axes and drops minor log-scale tick labels (18
+    estimators do not fit inside the axes)."""
+    from matplotlib.ticker import NullFormatter
+
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.figure.set_size_inches(8, 4.5)
+    ax.legend(title=ax.get_legend().get_title().get_text(), loc="upper left",
+              bbox_to_anchor=(1.02, 1), fontsize="small")
+    ax.figure.tight_layout()
+    return ax.figure
+
+
 def mnist_variance_report(config: MnistVarianceConfig, summary: pd.DataFrame,
                           ratios: pd.DataFrame, sparsity: pd.DataFrame,
                           temperature: pd.DataFrame, training: pd.DataFrame, manifest: dict):
@@ -501,7 +514,8 @@ of {config.batch_size} validation images; per estimator {config.groups} batch-me
 {config.group_size} draws ({config.groups * config.group_size:,} draws, fast path, common random
 numbers); the reference is the mean of as many `{REFERENCE}` draws on an independent noise
 stream, and the squared bias of each group is `||mean_g(e) - mean_g(r)||^2 - (W_e + W_r) / m`,
-unbiased for `||E e - E r||^2` (t interval and one-sided p-value over groups). Wall time
+unbiased for `||E e - E r||^2` (t interval and one-sided p-value over groups; the p-values
+are per row, not corrected for the many rows). Wall time
 {manifest["wall_time_s"]:.0f} s on {manifest["device"]}.""")
     report.add_table(_notes(config, final), "Estimators and how each is handled",
                      label="tab:mv-notes")
@@ -526,9 +540,9 @@ against the reference (`mse` = squared bias + total variance), at each snapshot.
 Total variance of the gate logits (95% band) and relative bias against the reference at
 each snapshot; every epoch's rows are in `summary.csv`, paired variance ratios to `reinforce`
 in `ratios.csv`.""")
-    report.add_figure(sweep_plot(gates, x="epoch", y="total_variance",
-                                 low="total_variance_low", high="total_variance_high",
-                                 log_y=True).figure,
+    report.add_figure(_legend_outside(sweep_plot(gates, x="epoch", y="total_variance",
+                                                 low="total_variance_low",
+                                                 high="total_variance_high", log_y=True)),
                       "Gate-logit total variance through training", name="training")
     bias = gates.assign(relative_bias=[
         f"{r.relative_bias:.3g} (p {r.squared_bias_pvalue:.2g})" if r.estimator != REFERENCE
@@ -546,9 +560,10 @@ in `ratios.csv`.""")
 At epoch {last}, the gater's output bias is shifted so the mean gate probability over the batch
 is each target; each level is measured against its own reference.""")
     sparse = sparsity[sparsity["parameter"] == "gate_logits"]
-    report.add_figure(sweep_plot(sparse, x="activity", y="total_variance",
-                                 low="total_variance_low", high="total_variance_high",
-                                 log_x=True, log_y=True).figure,
+    report.add_figure(_legend_outside(sweep_plot(sparse, x="activity", y="total_variance",
+                                                 low="total_variance_low",
+                                                 high="total_variance_high", log_x=True,
+                                                 log_y=True)),
                       "Gate-logit total variance against mean gate activity", name="sparsity")
     report.add_table(sparse[["activity_target", "activity", "estimator", "total_variance",
                              "snr", "cosine", "relative_bias", "mse"]],
@@ -557,8 +572,8 @@ is each target; each level is measured against its own reference.""")
 At epoch {last}, the relaxed estimators at each temperature, against the reference of that
 snapshot.""")
     tempered = temperature[temperature["parameter"] == "gate_logits"]
-    report.add_figure(sweep_plot(tempered, x="temperature", y="mse", log_x=True,
-                                 log_y=True).figure,
+    report.add_figure(_legend_outside(sweep_plot(tempered, x="temperature", y="mse",
+                                                 log_x=True, log_y=True)),
                       "Gate-logit MSE (squared bias + variance) against temperature",
                       name="temperature")
     report.add_table(tempered[["temperature", "estimator", "total_variance", "snr", "cosine",
