@@ -1,0 +1,45 @@
+"""`estimator-lab train CONFIG`: one of the paper's seven gater configurations on MNIST.
+
+Writes the run folder (`log.csv`, `config.json`, `last.pt`, `best.pt`, snapshots) epoch by epoch,
+atomically; running the same command again resumes from `last.pt`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of `estimator-lab train`."""
+    from estimator_lab.train.gaters import PAPER_GATERS
+
+    parser.add_argument("config", metavar="CONFIG", help=", ".join(PAPER_GATERS))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=200, help="maximum epochs")
+    parser.add_argument("--patience", type=int, default=30,
+                        help="stop after this many epochs without a better validation error")
+    parser.add_argument("--train-size", type=int, default=None,
+                        help="first N training images (default: all 50,000)")
+    parser.add_argument("--eval-size", type=int, default=None,
+                        help="first N validation and test images (default: all 10,000)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
+    parser.add_argument("--data", default=None, help="MNIST npz file or IDX folder")
+    parser.add_argument("--out", default=None,
+                        help="run folder (default: runs/paper/CONFIG-seedS); resumed if present")
+    parser.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+
+
+def main(args: argparse.Namespace) -> None:
+    """Trains or resumes the run and prints its best validation epoch."""
+    from estimator_lab.device import resolve_device
+    from estimator_lab.train.trainer import TrainConfig, train_gater
+
+    config = TrainConfig(
+        gater=args.config, seed=args.seed, max_epochs=args.epochs, patience=args.patience,
+        train_size=args.train_size, eval_size=args.eval_size,
+        device=str(resolve_device(args.device)), data_path=args.data,
+    )
+    out = args.out or f"runs/paper/{args.config}-seed{args.seed}"
+    result = train_gater(config, out, progress=not args.quiet)
+    print(f"{args.config}: best epoch {result.best_epoch}, valid {result.valid_error:.2f} %, "
+          f"test {result.test_error:.2f} %; run folder {out}")

@@ -1,0 +1,362 @@
+"""Training one gater configuration of the paper on MNIST: epochs, evaluation, checkpoints.
+
+A run folder holds `config.json` (the settings), `log.csv` (one row per epoch: training
+criterion, valid and test error at the tuned test-time threshold, gate activity), `last.pt`
+(everything needed to resume: parameters, optimiser, estimator state, the L1 weight, the log and
+the best model so far), `best.pt` (the parameters with the lowest validation error and their
+threshold) and `epoch-XXX.pt` parameter snapshots at `snapshot_epochs`. Every file is written
+atomically, so a crash leaves the previous epoch's files; `train_gater` on an existing folder
+resumes from `last.pt`. Noise is a pure function of `(seed, step)` and minibatch order of
+`(seed, epoch)`, so a resumed run continues exactly as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from estimator_lab.data import mnist
+from estimator_lab.estimators.baselines import ReinforceOptimal
+from estimator_lab.graphs import ConditionalConfig, ConditionalNetwork
+from estimator_lab.montecarlo.noise import uniform_noise
+from estimator_lab.reporting.files import atomic_write_bytes, atomic_write_text
+from estimator_lab.train.gaters import (
+    NOISE_STREAMS,
+    PAPER_GATERS,
+    GaterConfig,
+    activity_threshold,
+    max_norm_,
+    next_l1_weight,
+    sparsity_penalty,
+    test_gates,
+    training_gates,
+)
+
+LOG_COLUMNS = (
+    "epoch", "train_loss", "train_objective", "train_activity", "l1_weight", "threshold",
+    "valid_error", "test_error", "valid_activity", "epoch_seconds",
+)
+"""Columns of `log.csv`; errors in percent, activity as the fraction of non-zero gates."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of one training run.
+
+    Attributes:
+        gater: a key of `PAPER_GATERS`.
+        seed: seeds the initial parameters, the minibatch order and the noise.
+        max_epochs: passes over the training set at most.
+        patience: early stopping: stop after this many epochs without a better validation error.
+        batch_size: minibatch size (the paper's 32).
+        train_size: use the first `train_size` training images (`None`: all 50,000).
+        eval_size: use the first `eval_size` validation and test images (`None`: all 10,000).
+        snapshot_epochs: epochs whose parameters are saved as `epoch-XXX.pt` (0 = before
+            training); the last epoch is always saved as `final.pt`.
+        device: `"cpu"`, `"cuda"`, ...
+        data_path: an explicit MNIST source, else the verified cache.
+    """
+
+    gater: str
+    seed: int = 0
+    max_epochs: int = 200
+    patience: int = 30
+    batch_size: int = 32
+    train_size: int | None = None
+    eval_size: int | None = None
+    snapshot_epochs: tuple[int, ...] = (0, 1, 10)
+    device: str = "cpu"
+    data_path: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.gater not in PAPER_GATERS:
+            raise KeyError(f"unknown gater {self.gater!r}; choose one of {', '.join(PAPER_GATERS)}")
+        if self.max_epochs < 1 or self.patience < 1 or self.batch_size < 1:
+            raise ValueError(f"max_epochs, patience and batch_size must be >= 1: {self}")
+        for size in (self.train_size, self.eval_size):
+            if size is not None and size < self.batch_size:
+                raise ValueError(f"subset sizes must be >= batch_size: {self}")
+
+    @property
+    def gater_config(self) -> GaterConfig:
+        return PAPER_GATERS[self.gater]
+
+    def resumable_from(self, other: TrainConfig) -> bool:
+        """Whether a run made with `other` can be continued under these settings (only the
+        stopping rule and the device may change)."""
+        free = {"max_epochs", "patience", "device", "data_path"}
+        return all(
+            getattr(self, f.name) == getattr(other, f.name) for f in fields(self) if f.name not in free
+        )
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """The outcome of a run: the log and the best epoch's figures."""
+
+    log: pd.DataFrame
+    best_epoch: int
+    valid_error: float
+    test_error: float
+    threshold: float
+    stopped_early: bool
+
+
+def build_network(config: TrainConfig) -> ConditionalNetwork:
+    """The paper network for the configuration's width, seeded initialisation."""
+    sizes = ConditionalConfig(num_gates=config.gater_config.num_gates)
+    return ConditionalNetwork(sizes, torch.Generator().manual_seed(config.seed))
+
+
+def gater_parameters(net: ConditionalNetwork) -> list[torch.nn.Parameter]:
+    """The gater path's parameters (`gater_hidden`, `gater_out`)."""
+    return [*net.gater_hidden.parameters(), *net.gater_out.parameters()]
+
+
+def build_optimiser(net: ConditionalNetwork, gater: GaterConfig) -> torch.optim.SGD:
+    """SGD with the gater's own step size where the configuration has one (SBN)."""
+    gater_ids = {id(p) for p in gater_parameters(net)}
+    main = [p for p in net.parameters() if id(p) not in gater_ids]
+    groups = [
+        {"params": gater_parameters(net), "lr": gater.gater_lr or gater.learning_rate},
+        {"params": main, "lr": gater.learning_rate},
+    ]
+    return torch.optim.SGD(groups, lr=gater.learning_rate, momentum=gater.momentum)
+
+
+def incoming_weights(net: ConditionalNetwork) -> list[torch.Tensor]:
+    """The weight matrices whose rows (a unit's incoming weights) max-norm bounds."""
+    return [net.gater_hidden.weight, net.gater_out.weight, net.expert.weight, net.output.weight]
+
+
+@torch.no_grad()
+def evaluate(
+    net: ConditionalNetwork,
+    gater: GaterConfig,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    threshold: float,
+    chunk: int = 2000,
+) -> tuple[float, float]:
+    """Error (%) and fraction of non-zero gates with the deterministic test-time gates.
+
+    Args:
+        images: a `N x 784` tensor; labels: `N` class labels.
+        threshold: the logit threshold of the test-time gates.
+    """
+    wrong, active, total = 0, 0.0, 0
+    for start in range(0, images.shape[0], chunk):
+        prepared = net.prepare((images[start:start + chunk], labels[start:start + chunk]))
+        gates = test_gates(gater, prepared.logits, threshold)
+        scores = net.output_logits(prepared, gates)
+        wrong += (scores.argmax(-1) != prepared.features["labels"]).sum().item()
+        active += (gates != 0).sum().item()
+        total += prepared.logits.shape[0]
+    return 100.0 * wrong / total, active / (total * gates.shape[-1])
+
+
+@torch.no_grad()
+def tune_threshold(net: ConditionalNetwork, gater: GaterConfig, images: torch.Tensor) -> float:
+    """The test-time threshold: the `1 - target` quantile of the gater logits on `images`
+    (`nan` for configurations without thresholding)."""
+    if not gater.thresholded:
+        return math.nan
+    logits = torch.cat([net.prepare((x, x.new_zeros(0))).logits
+                        for x in images.split(2000)])
+    return activity_threshold(logits, gater.target)
+
+
+def _epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
+    state = np.random.SeedSequence([seed, epoch, 0x7A1]).generate_state(1)[0]
+    return torch.randperm(n, generator=torch.Generator().manual_seed(int(state)))
+
+
+def _save(path: Path, obj: Any) -> None:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _load_data(config: TrainConfig, device: torch.device):
+    def split(name: str, size: int | None):
+        x, y = mnist(name, path=config.data_path).tensors()
+        return x[:size].to(device), y[:size].to(device)
+
+    return (split("train", config.train_size), split("valid", config.eval_size),
+            split("test", config.eval_size))
+
+
+class _Run:
+    """The mutable state of a run between epochs (what `last.pt` holds)."""
+
+    def __init__(self, config: TrainConfig, device: torch.device) -> None:
+        self.config = config
+        self.gater = config.gater_config
+        self.net = build_network(config).to(device)
+        self.optimiser = build_optimiser(self.net, self.gater)
+        self.estimator = ReinforceOptimal() if self.gater.kind == "sbn" else None
+        self.estimator_state = self.estimator.init(self.net) if self.estimator else None
+        self.l1_weight = self.gater.l1_initial
+        self.rows: list[dict] = []
+        self.best: dict | None = None  # epoch, valid_error, test_error, threshold, state
+
+    def state_dict(self) -> dict:
+        return {
+            "config": asdict(self.config), "net": self.net.state_dict(),
+            "optimiser": self.optimiser.state_dict(), "estimator_state": self.estimator_state,
+            "l1_weight": self.l1_weight, "rows": self.rows, "best": self.best,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.net.load_state_dict(state["net"])
+        self.optimiser.load_state_dict(state["optimiser"])
+        self.estimator_state = state["estimator_state"]
+        self.l1_weight = state["l1_weight"]
+        self.rows = state["rows"]
+        self.best = state["best"]
+
+    @property
+    def epoch(self) -> int:
+        return self.rows[-1]["epoch"] if self.rows else -1
+
+    def train_epoch(self, data: tuple[torch.Tensor, torch.Tensor], epoch: int) -> dict:
+        images, labels = data
+        config, gater, net = self.config, self.gater, self.net
+        steps_per_epoch = images.shape[0] // config.batch_size
+        order = _epoch_order(config.seed, epoch, images.shape[0]).to(images.device)
+        weights = incoming_weights(net)
+        sums = {"train_loss": 0.0, "train_objective": 0.0, "train_activity": 0.0}
+        for step in range(steps_per_epoch):
+            index = order[step * config.batch_size:(step + 1) * config.batch_size]
+            global_step = (epoch - 1) * steps_per_epoch + step
+            prepared = net.prepare((images[index], labels[index]))
+            noise = uniform_noise(
+                config.seed, range(global_step, global_step + 1),
+                (NOISE_STREAMS, *prepared.logits.shape), device=images.device,
+            )[0]
+            gates = training_gates(gater, prepared.logits, noise)
+            losses = net.loss(prepared, gates)
+            if self.estimator is None:
+                data_term = losses.mean()
+            else:  # the SBN gater learns from REINFORCE with the optimal baseline (Eq. 10)
+                data_term = self.estimator.surrogate(net, prepared, noise[0], self.estimator_state)
+            objective = data_term + sparsity_penalty(gater, prepared.logits, gates, self.l1_weight)
+            self.optimiser.zero_grad(set_to_none=True)
+            objective.backward()
+            if self.estimator is not None:
+                self.estimator_state = self.estimator.update(
+                    self.estimator_state, net, _detached(prepared), noise[0]
+                )
+            self.optimiser.step()
+            if gater.max_norm is not None:
+                max_norm_(weights, gater.max_norm)
+            activity = (gates != 0).float().mean().item()
+            self.l1_weight = next_l1_weight(gater, self.l1_weight, activity)
+            sums["train_loss"] += losses.mean().item()
+            sums["train_objective"] += objective.item()
+            sums["train_activity"] += activity
+        return {name: value / steps_per_epoch for name, value in sums.items()}
+
+
+def _detached(prepared):
+    from estimator_lab.graphs.base import PreparedBatch
+
+    return PreparedBatch(
+        logits=prepared.logits.detach(),
+        features={k: v.detach() for k, v in prepared.features.items()},
+    )
+
+
+def train_gater(config: TrainConfig, out: str | Path, *, progress: bool = True) -> TrainResult:
+    """Trains (or resumes) one configuration, writing the run folder `out` epoch by epoch.
+
+    Args:
+        config: the run's settings.
+        out: the run folder; an existing run made with compatible settings is resumed.
+        progress: print one line per epoch.
+
+    Returns:
+        the run's `TrainResult` (the test error is the one at the best validation epoch).
+
+    Raises:
+        ValueError: if `out` holds a run made with incompatible settings.
+    """
+    from estimator_lab.device import resolve_device
+
+    out = Path(out)
+    device = resolve_device(config.device)
+    run = _Run(config, device)
+    if (out / "last.pt").exists():
+        state = torch.load(out / "last.pt", map_location=device, weights_only=False)
+        saved = TrainConfig(**{**state["config"],
+                               "snapshot_epochs": tuple(state["config"]["snapshot_epochs"])})
+        if not config.resumable_from(saved):
+            raise ValueError(f"{out} holds a run with other settings ({saved}); "
+                             "use another folder")
+        run.load_state_dict(state)
+    atomic_write_text(out / "config.json", json.dumps(asdict(config), indent=2) + "\n")
+    train, valid, test = _load_data(config, device)
+
+    while not _finished(run):
+        epoch = run.epoch + 1
+        start = time.perf_counter()
+        figures = (run.train_epoch(train, epoch) if epoch > 0 else
+                   dict.fromkeys(("train_loss", "train_objective", "train_activity"), math.nan))
+        threshold = tune_threshold(run.net, run.gater, valid[0])
+        valid_error, valid_activity = evaluate(run.net, run.gater, *valid, threshold)
+        test_error, _ = evaluate(run.net, run.gater, *test, threshold)
+        row = {"epoch": epoch, **figures, "l1_weight": run.l1_weight, "threshold": threshold,
+               "valid_error": valid_error, "test_error": test_error,
+               "valid_activity": valid_activity,
+               "epoch_seconds": time.perf_counter() - start}
+        run.rows.append(row)
+        if run.best is None or valid_error < run.best["valid_error"]:
+            run.best = {"epoch": epoch, "valid_error": valid_error, "test_error": test_error,
+                        "threshold": threshold,
+                        "state": {k: v.detach().clone() for k, v in run.net.state_dict().items()}}
+            _save(out / "best.pt", {k: run.best[k] for k in ("epoch", "threshold", "state")})
+        if epoch in config.snapshot_epochs:
+            _save(out / f"epoch-{epoch:03d}.pt", run.net.state_dict())
+        atomic_write_text(out / "log.csv", pd.DataFrame(run.rows, columns=LOG_COLUMNS)
+                          .to_csv(index=False))
+        _save(out / "last.pt", run.state_dict())
+        if progress:
+            print(f"{config.gater} epoch {epoch}: train loss {row['train_loss']:.4g}, "
+                  f"activity {row['train_activity']:.3f}, valid {valid_error:.2f} %, "
+                  f"test {test_error:.2f} % ({row['epoch_seconds']:.1f} s)", flush=True)
+    _save(out / "final.pt", run.net.state_dict())
+    return _result(run)
+
+
+def _finished(run: _Run) -> bool:
+    if run.epoch >= run.config.max_epochs:
+        return True
+    return run.best is not None and run.epoch - run.best["epoch"] >= run.config.patience
+
+
+def _result(run: _Run) -> TrainResult:
+    best = run.best
+    return TrainResult(
+        log=pd.DataFrame(run.rows, columns=LOG_COLUMNS), best_epoch=best["epoch"],
+        valid_error=best["valid_error"], test_error=best["test_error"],
+        threshold=best["threshold"], stopped_early=run.epoch < run.config.max_epochs,
+    )
+
+
+def load_run(out: str | Path) -> TrainResult:
+    """The `TrainResult` of a run folder (finished or not) from its `last.pt`."""
+    state = torch.load(Path(out) / "last.pt", map_location="cpu", weights_only=False)
+    config = TrainConfig(**{**state["config"],
+                            "snapshot_epochs": tuple(state["config"]["snapshot_epochs"])})
+    run = _Run(config, torch.device("cpu"))
+    run.load_state_dict(state)
+    return _result(run)
