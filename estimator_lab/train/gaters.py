@@ -256,7 +256,7 @@ def next_l1_weight(config: GaterConfig, l1_weight: float, activity: float) -> fl
     return l1_weight
 
 
-def test_gates(config: GaterConfig, logits: torch.Tensor, threshold: float) -> torch.Tensor:
+def deterministic_gates(config: GaterConfig, logits: torch.Tensor, threshold: float) -> torch.Tensor:
     """Deterministic test-time gates for `B x G` logits (see the module docstring)."""
     if not config.thresholded:
         return torch.sigmoid(logits)

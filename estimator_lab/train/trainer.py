@@ -37,7 +37,7 @@ from estimator_lab.train.gaters import (
     max_norm_,
     next_l1_weight,
     sparsity_penalty,
-    test_gates,
+    deterministic_gates,
     training_gates,
 )
 
@@ -156,7 +156,7 @@ def evaluate(
     wrong, active, total = 0, 0.0, 0
     for start in range(0, images.shape[0], chunk):
         prepared = net.prepare((images[start:start + chunk], labels[start:start + chunk]))
-        gates = test_gates(gater, prepared.logits, threshold)
+        gates = deterministic_gates(gater, prepared.logits, threshold)
         scores = net.output_logits(prepared, gates)
         wrong += (scores.argmax(-1) != prepared.features["labels"]).sum().item()
         active += (gates != 0).sum().item()

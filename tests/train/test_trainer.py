@@ -1,0 +1,70 @@
+"""The epoch trainer: resumes exactly, refuses incompatible folders, writes complete run folders."""
+
+import pandas as pd
+import pytest
+import torch
+
+from estimator_lab.cli import main
+from estimator_lab.train.gaters import PAPER_GATERS
+from estimator_lab.train.trainer import (
+    LOG_COLUMNS,
+    TrainConfig,
+    build_network,
+    build_optimiser,
+    load_run,
+    train_gater,
+)
+
+TINY = {"train_size": 64, "eval_size": 64, "batch_size": 32}
+
+
+def test_sbn_gater_learns_at_its_own_rate():
+    config = TrainConfig("sbn")
+    optimiser = build_optimiser(build_network(config), PAPER_GATERS["sbn"])
+    assert [group["lr"] for group in optimiser.param_groups] == [0.001, 0.1]
+    assert [len(group["params"]) for group in optimiser.param_groups] == [4, 4]
+
+
+def test_bad_settings_fail_before_any_work():
+    with pytest.raises(KeyError, match="unknown gater"):
+        TrainConfig("relu")
+    with pytest.raises(ValueError, match="subset"):
+        TrainConfig("sts", train_size=8)
+
+
+@pytest.mark.network
+@pytest.mark.parametrize("gater", ["sbn", "sts", "noisy-rectifier"])
+def test_a_resumed_run_continues_exactly_as_an_uninterrupted_one(mnist_env, tmp_path, gater):
+    straight = train_gater(TrainConfig(gater, max_epochs=2, **TINY), tmp_path / "a",
+                           progress=False)
+    train_gater(TrainConfig(gater, max_epochs=1, **TINY), tmp_path / "b", progress=False)
+    resumed = train_gater(TrainConfig(gater, max_epochs=2, **TINY), tmp_path / "b",
+                          progress=False)
+    a, b = (torch.load(tmp_path / name / "final.pt") for name in ("a", "b"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    columns = [c for c in LOG_COLUMNS if c != "epoch_seconds"]
+    pd.testing.assert_frame_equal(straight.log[columns], resumed.log[columns])
+    assert list(straight.log["epoch"]) == [0, 1, 2]
+    assert {p.name for p in (tmp_path / "a").iterdir()} == {
+        "config.json", "log.csv", "last.pt", "best.pt", "final.pt", "epoch-000.pt", "epoch-001.pt"
+    }
+    assert load_run(tmp_path / "a").valid_error == straight.valid_error
+
+
+@pytest.mark.network
+def test_a_folder_with_other_settings_is_refused(mnist_env, tmp_path):
+    train_gater(TrainConfig("sts", max_epochs=1, **TINY), tmp_path, progress=False)
+    with pytest.raises(ValueError, match="other settings"):
+        train_gater(TrainConfig("sts", max_epochs=1, seed=1, **TINY), tmp_path, progress=False)
+
+
+@pytest.mark.network
+def test_train_command_writes_a_run_folder(mnist_env, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "baseline-sigmoid", "--epochs", "1", "--train-size", "64",
+                 "--eval-size", "64", "--quiet", "--out", str(out)]) == 0
+    assert "best epoch" in capsys.readouterr().out
+    log = pd.read_csv(out / "log.csv")
+    assert list(log.columns) == list(LOG_COLUMNS) and len(log) == 2
+    assert main(["train", "relu", "--out", str(out)]) == 2
+    assert "unknown gater" in capsys.readouterr().err
