@@ -53,6 +53,19 @@ def prepare_estimator(
     if name == "reinforce-oracle" and "values" not in hyper:
         hyper |= {"values": oracle_baseline_values(graph, batch, seed=seed), "pooled": True}
     estimator = get_estimator(name, **hyper)
+    return estimator, warmed_up_state(estimator, graph, batch, warmup_steps=warmup_steps, seed=seed)
+
+
+def warmed_up_state(
+    estimator: GradientEstimator,
+    graph: StochasticGraph,
+    batch: tuple[torch.Tensor, ...],
+    *,
+    warmup_steps: int = 0,
+    seed: int = 0,
+) -> Any:
+    """`estimator.init(graph)` after `warmup_steps` updates on `batch`, each on fresh noise from
+    the warm-up stream `seed + WARMUP_SEED_OFFSET` (apart from the measured draws)."""
     state = estimator.init(graph)
     if warmup_steps:
         with torch.no_grad():
@@ -62,4 +75,4 @@ def prepare_estimator(
                               dtype=prepared.logits.dtype, device=prepared.logits.device)
         for step_noise in noise:
             state = estimator.update(state, graph, graph.prepare(batch), step_noise)
-    return estimator, state
+    return state

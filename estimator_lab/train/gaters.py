@@ -24,7 +24,8 @@ choice below is stated where it is made and tested in `tests/train/test_gaters.p
   an on unit's value is the deterministic counterpart (`1` for binary gates, `sqrt(sigmoid(a))`
   for STS, `max(0, a)` for the rectifier, and for the noisy rectifier its mean over the noise,
   `E[max(0, a + z)]`, in the spirit of dropout's test-time averaging; `a` itself would be
-  negative for on units when the threshold is below 0). The sigmoid baselines have no sparsity and keep `sigmoid(a)`.
+  negative for on units when the threshold is below 0). The sigmoid baselines have no sparsity
+  and keep `sigmoid(a)`.
 - Momentum (STS only, as the paper) is 0.5; max-norm 2 bounds the norm of every unit's
   incoming weight vector after each step; the SBN gater's learning rate is 0.001 (its gater
   parameters: `gater_hidden` and `gater_out`).
@@ -256,7 +257,9 @@ def next_l1_weight(config: GaterConfig, l1_weight: float, activity: float) -> fl
     return l1_weight
 
 
-def deterministic_gates(config: GaterConfig, logits: torch.Tensor, threshold: float) -> torch.Tensor:
+def deterministic_gates(
+    config: GaterConfig, logits: torch.Tensor, threshold: float
+) -> torch.Tensor:
     """Deterministic test-time gates for `B x G` logits (see the module docstring)."""
     if not config.thresholded:
         return torch.sigmoid(logits)

@@ -1,9 +1,10 @@
 """Conditional computation made real: the expert path evaluated only for active gates.
 
-At test time the gates are deterministic (`deterministic_gates`), so the gater is evaluated first and
-the expert units whose gate is 0 need not be computed at all: for one example with active set
-`S`, the class scores are `b_out + W_out[:, S] (h_S * (W_exp[S] x + b_exp[S]))`. The gater itself
-stays dense; at 10 % activity the expert and output layers cost a tenth of their dense cost.
+At test time the gates are deterministic (`deterministic_gates`), so the gater is evaluated
+first and the expert units whose gate is 0 need not be computed at all: for one example with
+active set `S`, the class scores are `b_out + W_out[:, S] (h_S * (W_exp[S] x + b_exp[S]))`.
+The gater itself stays dense; at 10 % activity the expert and output layers cost a tenth of
+their dense cost.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def sparse_scores(
     """
     gates = _gates(net, gater, x, threshold)
     rows = []
-    for example, example_gates in zip(x, gates):
+    for example, example_gates in zip(x, gates, strict=True):
         active = example_gates.nonzero().squeeze(-1)
         expert = torch.addmv(net.expert.bias[active], net.expert.weight[active], example)
         rows.append(torch.addmv(net.output.bias, net.output.weight[:, active],

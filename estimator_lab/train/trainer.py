@@ -34,10 +34,10 @@ from estimator_lab.train.gaters import (
     PAPER_GATERS,
     GaterConfig,
     activity_threshold,
+    deterministic_gates,
     max_norm_,
     next_l1_weight,
     sparsity_penalty,
-    deterministic_gates,
     training_gates,
 )
 
@@ -95,7 +95,8 @@ class TrainConfig:
         stopping rule and the device may change)."""
         free = {"max_epochs", "patience", "device", "data_path"}
         return all(
-            getattr(self, f.name) == getattr(other, f.name) for f in fields(self) if f.name not in free
+            getattr(self, f.name) == getattr(other, f.name)
+            for f in fields(self) if f.name not in free
         )
 
 

@@ -24,9 +24,8 @@ import torch
 
 from estimator_lab.estimators import get_estimator
 from estimator_lab.estimators.base import GradientEstimator
-from estimator_lab.estimators.prepare import WARMUP_SEED_OFFSET, prepare_estimator
+from estimator_lab.estimators.prepare import prepare_estimator, warmed_up_state
 from estimator_lab.graphs.base import StochasticGraph
-from estimator_lab.montecarlo.noise import uniform_noise
 
 
 @dataclass(frozen=True)
@@ -50,22 +49,14 @@ class Target:
     ) -> tuple[GradientEstimator, Any]:
         """The estimator for `graph` and `batch` and its state after `warmup_steps` updates.
 
-        Warm-up noise comes from the stream `prepare_estimator` uses, apart from measured draws.
+        Warm-up noise comes from the stream `warmed_up_state` uses, apart from measured draws.
         """
         if self.registry_name is not None:
             return prepare_estimator(self.registry_name, graph, batch,
                                      warmup_steps=warmup_steps, seed=seed)
         estimator = self.cls()
-        state = estimator.init(graph)
-        if warmup_steps:
-            with torch.no_grad():
-                prepared = graph.prepare(batch)
-            noise = uniform_noise(seed + WARMUP_SEED_OFFSET, range(warmup_steps),
-                                  estimator.noise_shape(graph, prepared),
-                                  dtype=prepared.logits.dtype, device=prepared.logits.device)
-            for step_noise in noise:
-                state = estimator.update(state, graph, graph.prepare(batch), step_noise)
-        return estimator, state
+        return estimator, warmed_up_state(estimator, graph, batch, warmup_steps=warmup_steps,
+                                          seed=seed)
 
     def factory(self, graph: StochasticGraph, batch: tuple[torch.Tensor, ...]):
         """`(graph, batch) -> estimator`, the form `check_estimator` takes."""
