@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -163,8 +164,13 @@ def _gloo_worker(rank, world_size, port, out):
 
 
 @pytest.mark.ddp
-def test_two_gloo_workers_equal_one_process(tmp_path):
+def test_two_gloo_workers_equal_one_process(tmp_path, monkeypatch):
     import socket
+
+    # The spawned workers unpickle `_gloo_worker` from this module by its importlib-mode name
+    # (`tests.montecarlo.test_resilience`): the repository root must be on their path, as it is
+    # under `python -m pytest` but not under the bare `pytest` script.
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2]))
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
