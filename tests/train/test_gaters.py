@@ -11,11 +11,11 @@ from estimator_lab.train.gaters import (
     BetaNoise,
     GaterConfig,
     activity_threshold,
+    deterministic_gates,
     gaussian_rectifier_mean,
     max_norm_,
     next_l1_weight,
     sparsity_penalty,
-    deterministic_gates,
     training_gates,
 )
 
