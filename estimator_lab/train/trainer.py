@@ -235,7 +235,8 @@ class _Run:
         steps_per_epoch = images.shape[0] // config.batch_size
         order = _epoch_order(config.seed, epoch, images.shape[0]).to(images.device)
         weights = incoming_weights(net)
-        sums = {"train_loss": 0.0, "train_objective": 0.0, "train_activity": 0.0}
+        sums = {name: torch.zeros((), dtype=torch.float64, device=images.device)
+                for name in ("train_loss", "train_objective", "train_activity")}
         for step in range(steps_per_epoch):
             index = order[step * config.batch_size:(step + 1) * config.batch_size]
             global_step = (epoch - 1) * steps_per_epoch + step
@@ -260,12 +261,13 @@ class _Run:
             self.optimiser.step()
             if gater.max_norm is not None:
                 max_norm_(weights, gater.max_norm)
-            activity = (gates != 0).float().mean().item()
-            self.l1_weight = next_l1_weight(gater, self.l1_weight, activity)
-            sums["train_loss"] += losses.mean().item()
-            sums["train_objective"] += objective.item()
+            activity = (gates != 0).to(torch.float64).mean()
+            if gater.sparsity == "l1":  # the only per-step read back to the host
+                self.l1_weight = next_l1_weight(gater, self.l1_weight, activity.item())
+            sums["train_loss"] += losses.detach().mean()
+            sums["train_objective"] += objective.detach()
             sums["train_activity"] += activity
-        return {name: value / steps_per_epoch for name, value in sums.items()}
+        return {name: float(value) / steps_per_epoch for name, value in sums.items()}
 
 
 def _detached(prepared):
