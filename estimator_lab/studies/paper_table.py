@@ -3,10 +3,11 @@
 `estimator-lab run paper_table` trains (or resumes) every configuration of `PAPER_GATERS` into
 `runs/paper/<gater>-seed<S>` (the folders `estimator-lab train` writes), then writes the report:
 `table.csv` (ours at the best validation epoch next to the paper's figures), `curves.csv` (every
-epoch of every run), `sparse.csv` (dense against sparse test-time evaluation of each
-thresholded gater's best network), the learning-curve figure, `report.md`/`.html`/`tables.tex`
-and `manifest.json`. `paper_table_report` builds the same report from run folders as they stand
-(finished or not), without training.
+epoch of every run), `gate_usage.csv` (training against test-time gates of each thresholded
+gater's best network, `estimator_lab.train.gate_usage`), `sparse.csv` (dense against sparse
+test-time evaluation of the same networks), the learning-curve figure,
+`report.md`/`.html`/`tables.tex` and `manifest.json`. `paper_table_report` builds the same report
+from run folders as they stand (finished or not), without training.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ import torch  # noqa: E402
 
 from estimator_lab.data import mnist  # noqa: E402
 from estimator_lab.device import describe_device, resolve_device  # noqa: E402
+from estimator_lab.graphs import ConditionalNetwork  # noqa: E402
 from estimator_lab.reporting import Report, run_manifest, staged_directory  # noqa: E402
+from estimator_lab.train.gate_usage import gate_usage  # noqa: E402
 from estimator_lab.train.gaters import PAPER_GATERS  # noqa: E402
 from estimator_lab.train.sparse import time_sparse_inference  # noqa: E402
 from estimator_lab.train.trainer import (  # noqa: E402
@@ -101,6 +104,7 @@ def paper_table_report(config: PaperTableConfig, out: str | Path) -> Path:
                        ignore_index=True)
     table = _table(config, runs)
     sparse = _sparse_frame(config)
+    usage = _gate_usage_frame(config)
     manifest = run_manifest(
         seed=list(config.seeds), device=describe_device(torch.device("cpu")),
         wall_time_s=time.perf_counter() - started, study="paper_table", config=asdict(config),
@@ -110,7 +114,8 @@ def paper_table_report(config: PaperTableConfig, out: str | Path) -> Path:
         table.to_csv(stage / "table.csv", index=False)
         curves.to_csv(stage / "curves.csv", index=False)
         sparse.to_csv(stage / "sparse.csv", index=False)
-        _report(config, table, curves, sparse, manifest).write(stage)
+        usage.to_csv(stage / "gate_usage.csv", index=False)
+        _report(config, table, curves, sparse, usage, manifest).write(stage)
     return Path(out) / "report.md"
 
 
@@ -139,6 +144,28 @@ def _table(config: PaperTableConfig, runs: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _best_network(config: PaperTableConfig, gater: str) -> tuple[ConditionalNetwork, float]:
+    """The first seed's best network of `gater` and its test-time threshold."""
+    best = torch.load(config.run_folder(gater, config.seeds[0]) / "best.pt",
+                      map_location="cpu", weights_only=False)
+    net = build_network(TrainConfig(gater))
+    net.load_state_dict(best["state"])
+    return net, best["threshold"]
+
+
+def _gate_usage_frame(config: PaperTableConfig) -> pd.DataFrame:
+    images, labels = mnist("valid").tensors()
+    images, labels = images[: config.eval_size], labels[: config.eval_size]
+    rows = []
+    for gater in config.gaters:
+        settings = PAPER_GATERS[gater]
+        if settings.thresholded:
+            net, threshold = _best_network(config, gater)
+            usage = gate_usage(net, settings, images, labels, threshold, seed=config.seeds[0])
+            rows.append({"gater": settings.label, **asdict(usage)})
+    return pd.DataFrame(rows)
+
+
 def _sparse_frame(config: PaperTableConfig) -> pd.DataFrame:
     images, labels = mnist("test").tensors()
     x = images[: config.sparse_examples]
@@ -147,11 +174,8 @@ def _sparse_frame(config: PaperTableConfig) -> pd.DataFrame:
         settings = PAPER_GATERS[gater]
         if not settings.thresholded:
             continue
-        best = torch.load(config.run_folder(gater, config.seeds[0]) / "best.pt",
-                          map_location="cpu", weights_only=False)
-        net = build_network(TrainConfig(gater))
-        net.load_state_dict(best["state"])
-        timing = time_sparse_inference(net, settings, x, best["threshold"])
+        net, threshold = _best_network(config, gater)
+        timing = time_sparse_inference(net, settings, x, threshold)
         rows.append({"gater": settings.label, **asdict(timing),
                      "madds_ratio": timing.madds_ratio, "time_ratio": timing.time_ratio})
     return pd.DataFrame(rows)
@@ -171,7 +195,7 @@ def _curves_figure(curves: pd.DataFrame) -> plt.Figure:
     return figure
 
 
-def _report(config, table, curves, sparse, manifest) -> Report:
+def _report(config, table, curves, sparse, usage, manifest) -> Report:
     within = table[table["within_0.5pp"]]["gater"].tolist()
     st, sbn = (table.set_index("gater").loc[PAPER_GATERS[g].label, "test"]
                for g in ("straight-through", "sbn"))
@@ -194,6 +218,17 @@ train criterion is our mean training cross-entropy at the sampled gates over the
     report.add_table(table, "Ours against the paper (errors in %; train = cross-entropy)")
     report.add_figure(_curves_figure(curves), "Validation error per epoch (the paper's Figure 2, "
                       "left)", name="learning_curves")
+    if len(usage):
+        report.add_section("Do the test-time gates pick the units training used?", (
+            "Each thresholded gater's best network on the validation set "
+            "(`estimator_lab/train/gate_usage.py`): the error with the thresholded test-time "
+            "gates, the error with one draw of the training gates, and `agreement`, the "
+            "fraction of the test-time-on (example, unit) pairs that are also on in that draw. "
+            "A decisive gater (each unit on with probability near 1 for some inputs, near 0 "
+            "for the rest) has agreement near 1; an indecisive one (every unit on with "
+            "probability near the 10 % target whatever the input) near 0.1, and its "
+            "thresholded selection is close to arbitrary."))
+        report.add_table(usage, "Training gates against test-time gates (validation, %)")
     if len(sparse):
         report.add_section("Conditional computation at test time", (
             "Each thresholded gater's best network evaluated one test image at a time, dense "

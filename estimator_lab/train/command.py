@@ -26,7 +26,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default=None, help="MNIST npz file or IDX folder")
     parser.add_argument("--out", default=None,
                         help="run folder (default: runs/paper/CONFIG-seedS); resumed if present")
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="FIELD=VALUE",
+                        help="replace a numeric setting of the configuration, e.g. "
+                             "kl_weight=0.01 (repeatable; see GaterConfig)")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+
+
+def parse_overrides(items: list[str]) -> dict[str, float]:
+    """`["kl_weight=0.01", ...]` as a dict of floats (`ValueError` on a malformed item)."""
+    overrides = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            overrides[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise ValueError(f"--set expects FIELD=NUMBER, got {item!r}")
+    return overrides
 
 
 def main(args: argparse.Namespace) -> None:
@@ -38,6 +56,7 @@ def main(args: argparse.Namespace) -> None:
         gater=args.config, seed=args.seed, max_epochs=args.epochs, patience=args.patience,
         train_size=args.train_size, eval_size=args.eval_size,
         device=str(resolve_device(args.device)), data_path=args.data,
+        overrides=parse_overrides(args.overrides),
     )
     out = args.out or f"runs/paper/{args.config}-seed{args.seed}"
     result = train_gater(config, out, progress=not args.quiet)

@@ -99,6 +99,13 @@ class GaterConfig:
             raise ValueError(f"invalid gater settings: {self}")
         if self.l1_rate <= 1 or not 0 <= self.momentum < 1:
             raise ValueError(f"invalid gater settings: {self}")
+        if min(self.kl_weight, self.l1_initial) < 0 or self.noise_std <= 0:
+            raise ValueError(f"invalid gater settings: {self}")
+        if (self.gater_lr is not None and self.gater_lr <= 0) or (
+                self.beta is not None and self.beta <= 1):
+            raise ValueError(f"invalid gater settings: {self}")
+        if self.max_norm is not None and self.max_norm <= 0:
+            raise ValueError(f"invalid gater settings: {self}")
 
     @property
     def thresholded(self) -> bool:

@@ -1,9 +1,10 @@
 """Training one gater configuration of the paper on MNIST: epochs, evaluation, checkpoints.
 
-A run folder holds `config.json` (the settings), `log.csv` (one row per epoch: training
-criterion, valid and test error at the tuned test-time threshold, gate activity), `last.pt`
-(everything needed to resume: parameters, optimiser, estimator state, the L1 weight, the log and
-the best model so far), `best.pt` (the parameters with the lowest validation error and their
+A run folder holds `config.json` (the settings, with the gater's resolved `GaterConfig`),
+`log.csv` (one row per epoch: training criterion, valid and test error at the tuned test-time
+threshold, gate activity), `last.pt` (everything needed to resume: parameters, optimiser,
+estimator state, the L1 weight, the log, the best model so far and the resolved gater settings,
+checked on resume), `best.pt` (the parameters with the lowest validation error and their
 threshold) and `epoch-XXX.pt` parameter snapshots at `snapshot_epochs`. Every file is written
 atomically, so a crash leaves the previous epoch's files; `train_gater` on an existing folder
 resumes from `last.pt`. Noise is a pure function of `(seed, step)` and minibatch order of
@@ -16,7 +17,7 @@ import io
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,11 @@ LOG_COLUMNS = (
 """Columns of `log.csv`; errors in percent, activity as the fraction of non-zero gates."""
 
 
+OVERRIDABLE = ("target", "kl_weight", "l1_initial", "l1_rate", "noise_std", "beta",
+               "learning_rate", "gater_lr", "momentum", "max_norm")
+"""The real-valued `GaterConfig` fields a run may override (`TrainConfig.overrides`)."""
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Settings of one training run.
@@ -64,6 +70,8 @@ class TrainConfig:
             training); the last epoch is always saved as `final.pt`.
         device: `"cpu"`, `"cuda"`, ...
         data_path: an explicit MNIST source, else the verified cache.
+        overrides: `GaterConfig` fields replaced for this run (e.g. `{"kl_weight": 0.01}` for
+            a cross-validation sweep); empty for the configuration as listed.
     """
 
     gater: str
@@ -76,10 +84,15 @@ class TrainConfig:
     snapshot_epochs: tuple[int, ...] = (0, 1, 10)
     device: str = "cpu"
     data_path: str | None = None
+    overrides: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.gater not in PAPER_GATERS:
             raise KeyError(f"unknown gater {self.gater!r}; choose one of {', '.join(PAPER_GATERS)}")
+        unknown = set(self.overrides) - set(OVERRIDABLE)
+        if unknown:
+            raise ValueError(f"cannot override {sorted(unknown)}; choose from {OVERRIDABLE}")
+        _ = self.gater_config  # validates the overridden settings
         if self.max_epochs < 1 or self.patience < 1 or self.batch_size < 1:
             raise ValueError(f"max_epochs, patience and batch_size must be >= 1: {self}")
         for size in (self.train_size, self.eval_size):
@@ -88,7 +101,8 @@ class TrainConfig:
 
     @property
     def gater_config(self) -> GaterConfig:
-        return PAPER_GATERS[self.gater]
+        """The listed configuration with this run's overrides applied."""
+        return replace(PAPER_GATERS[self.gater], **self.overrides)
 
     def resumable_from(self, other: TrainConfig) -> bool:
         """Whether a run made with `other` can be continued under these settings (only the
@@ -212,7 +226,8 @@ class _Run:
 
     def state_dict(self) -> dict:
         return {
-            "config": asdict(self.config), "net": self.net.state_dict(),
+            "config": asdict(self.config), "gater_settings": asdict(self.gater),
+            "net": self.net.state_dict(),
             "optimiser": self.optimiser.state_dict(), "estimator_state": self.estimator_state,
             "l1_weight": self.l1_weight, "rows": self.rows, "best": self.best,
         }
@@ -300,13 +315,14 @@ def train_gater(config: TrainConfig, out: str | Path, *, progress: bool = True) 
     run = _Run(config, device)
     if (out / "last.pt").exists():
         state = torch.load(out / "last.pt", map_location=device, weights_only=False)
-        saved = TrainConfig(**{**state["config"],
-                               "snapshot_epochs": tuple(state["config"]["snapshot_epochs"])})
-        if not config.resumable_from(saved):
-            raise ValueError(f"{out} holds a run with other settings ({saved}); "
+        saved = _saved_config(state)
+        settings = state.get("gater_settings", asdict(config.gater_config))
+        if not config.resumable_from(saved) or settings != asdict(config.gater_config):
+            raise ValueError(f"{out} holds a run with other settings ({saved}, {settings}); "
                              "use another folder")
         run.load_state_dict(state)
-    atomic_write_text(out / "config.json", json.dumps(asdict(config), indent=2) + "\n")
+    atomic_write_text(out / "config.json", json.dumps(
+        {**asdict(config), "gater_settings": asdict(config.gater_config)}, indent=2) + "\n")
     train, valid, test = _load_data(config, device)
 
     while not _finished(run):
@@ -355,11 +371,15 @@ def _result(run: _Run) -> TrainResult:
     )
 
 
+def _saved_config(state: dict) -> TrainConfig:
+    """The `TrainConfig` stored in a `last.pt` state (runs older than `overrides` have none)."""
+    saved = state["config"]
+    return TrainConfig(**{**saved, "snapshot_epochs": tuple(saved["snapshot_epochs"])})
+
+
 def load_run(out: str | Path) -> TrainResult:
     """The `TrainResult` of a run folder (finished or not) from its `last.pt`."""
     state = torch.load(Path(out) / "last.pt", map_location="cpu", weights_only=False)
-    config = TrainConfig(**{**state["config"],
-                            "snapshot_epochs": tuple(state["config"]["snapshot_epochs"])})
-    run = _Run(config, torch.device("cpu"))
+    run = _Run(_saved_config(state), torch.device("cpu"))
     run.load_state_dict(state)
     return _result(run)

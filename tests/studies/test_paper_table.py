@@ -19,6 +19,9 @@ def test_tiny_study_writes_the_table_curves_and_sparse_timing(mnist_env, tmp_pat
     sparse = pd.read_csv(tmp_path / "out" / "sparse.csv")
     assert len(sparse) == 5 and (sparse["max_abs_difference"] < 1e-4).all()
     assert (sparse["madds_ratio"] > 1).all()
+    usage = pd.read_csv(tmp_path / "out" / "gate_usage.csv")
+    assert list(usage["gater"]) == list(sparse["gater"])
+    assert usage["agreement"].between(0, 1).all()
     text = report.read_text()
     assert "Straight-through" in text and "learning_curves" in text
     # The report rebuilds from the run folders without training.

@@ -1,10 +1,13 @@
 """The epoch trainer: resumes exactly, refuses incompatible folders, writes complete run folders."""
 
+from dataclasses import replace
+
 import pandas as pd
 import pytest
 import torch
 
 from estimator_lab.cli import main
+from estimator_lab.train.command import parse_overrides
 from estimator_lab.train.gaters import PAPER_GATERS
 from estimator_lab.train.trainer import (
     LOG_COLUMNS,
@@ -30,6 +33,21 @@ def test_bad_settings_fail_before_any_work():
         TrainConfig("relu")
     with pytest.raises(ValueError, match="subset"):
         TrainConfig("sts", train_size=8)
+    with pytest.raises(ValueError, match="cannot override"):
+        TrainConfig("sts", overrides={"num_gates": 3.0})
+    with pytest.raises(ValueError, match="invalid gater settings"):
+        TrainConfig("sts", overrides={"kl_weight": -1.0})
+
+
+def test_overrides_replace_only_the_named_settings():
+    config = TrainConfig("straight-through", overrides={"kl_weight": 0.01})
+    assert config.gater_config.kl_weight == 0.01
+    assert replace(config.gater_config, kl_weight=0.1) == PAPER_GATERS["straight-through"]
+    assert parse_overrides(["kl_weight=0.01", "gater_lr = 1e-2"]) == {
+        "kl_weight": 0.01, "gater_lr": 0.01}
+    for malformed in (["kl_weight"], ["kl_weight=abc"]):
+        with pytest.raises(ValueError, match="FIELD=NUMBER"):
+            parse_overrides(malformed)
 
 
 @pytest.mark.network
@@ -52,10 +70,17 @@ def test_a_resumed_run_continues_exactly_as_an_uninterrupted_one(mnist_env, tmp_
 
 
 @pytest.mark.network
-def test_a_folder_with_other_settings_is_refused(mnist_env, tmp_path):
+def test_a_folder_with_other_settings_is_refused(mnist_env, tmp_path, monkeypatch):
     train_gater(TrainConfig("sts", max_epochs=1, **TINY), tmp_path, progress=False)
     with pytest.raises(ValueError, match="other settings"):
         train_gater(TrainConfig("sts", max_epochs=1, seed=1, **TINY), tmp_path, progress=False)
+    with pytest.raises(ValueError, match="other settings"):
+        train_gater(TrainConfig("sts", max_epochs=2, overrides={"kl_weight": 0.01}, **TINY),
+                    tmp_path, progress=False)
+    # the listed configuration itself changed since the run was made (settings are stored)
+    monkeypatch.setitem(PAPER_GATERS, "sts", replace(PAPER_GATERS["sts"], momentum=0.9))
+    with pytest.raises(ValueError, match="other settings"):
+        train_gater(TrainConfig("sts", max_epochs=2, **TINY), tmp_path, progress=False)
 
 
 @pytest.mark.network
