@@ -56,7 +56,7 @@ class PaperTableConfig:
     """
 
     seeds: tuple[int, ...] = (0,)
-    max_epochs: int = 50
+    max_epochs: int = 100
     patience: int = 15
     train_size: int | None = None
     eval_size: int | None = None
@@ -244,7 +244,7 @@ train criterion is our mean training cross-entropy at the sampled gates over the
     report.add_text("""
 ```
 estimator-lab run paper_table                 # trains or resumes runs/paper/*, then reports
-estimator-lab train straight-through --epochs 50 --patience 15   # one run
+estimator-lab train straight-through --epochs 100 --patience 15  # one run
 ```
 """)
     return report

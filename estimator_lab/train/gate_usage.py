@@ -9,6 +9,10 @@ dropout network, and the thresholded selection is close to arbitrary. Two figure
 apart: `agreement`, the fraction of test-time-on (example, unit) pairs also on under one draw of
 the training gates (1 for a decisive gater, about the target for an indecisive one), and the
 error with the sampled training gates next to the thresholded error.
+
+Decisive is not enough: the expert path is linear, so the gates are the network's only
+non-linearity, and a gater that switches on the same units for every input leaves a linear
+classifier. `selection_overlap` measures how input-dependent the test-time selection is.
 """
 
 from __future__ import annotations
@@ -38,12 +42,18 @@ class GateUsage:
         agreement: among (example, unit) pairs on at test time, the fraction also on (non-zero)
             in the draw of training gates (`nan` for configurations without a threshold).
         sampled_activity: fraction of non-zero training gates in the draw.
+        selection_overlap: `sum_j r_j^2 / sum_j r_j` with `r_j` the fraction of examples whose
+            test-time gate `j` is on: the expected share of one example's on units that are
+            also on for another example drawn at random; 1 when every input selects the same
+            units, the target (0.1) when each unit is on for the same share of inputs
+            independently of the others' selection (`nan` without a threshold).
     """
 
     thresholded_error: float
     sampled_error: float
     agreement: float
     sampled_activity: float
+    selection_overlap: float
 
 
 @torch.no_grad()
@@ -66,6 +76,7 @@ def gate_usage(
     """
     wrong_thresholded = wrong_sampled = 0
     both_on = test_on = sampled_on = 0.0
+    unit_on = torch.zeros(net.num_gates, dtype=torch.float64, device=images.device)
     for index, start in enumerate(range(0, images.shape[0], chunk)):
         prepared = net.prepare((images[start:start + chunk], labels[start:start + chunk]))
         logits, truth = prepared.logits, prepared.features["labels"]
@@ -78,12 +89,16 @@ def gate_usage(
         both_on += ((tested != 0) & (sampled != 0)).sum().item()
         test_on += (tested != 0).sum().item()
         sampled_on += (sampled != 0).sum().item()
+        unit_on += (tested != 0).sum(0)
     total = images.shape[0]
+    rates = unit_on / total
     return GateUsage(
         thresholded_error=100.0 * wrong_thresholded / total,
         sampled_error=100.0 * wrong_sampled / total,
         agreement=both_on / test_on if gater.thresholded and test_on else math.nan,
         sampled_activity=sampled_on / (total * net.num_gates),
+        selection_overlap=(rates.square().sum() / rates.sum()).item()
+        if gater.thresholded and test_on else math.nan,
     )
 
 

@@ -36,6 +36,7 @@ def test_a_decisive_gater_trains_on_the_units_it_tests_with():
     threshold = activity_threshold(net.prepare((x, y)).logits, gater.target)
     usage = gate_usage(net, gater, x, y, threshold, chunk=128)
     assert usage.agreement == 1.0 and usage.sampled_activity == 0.1
+    assert usage.selection_overlap == 1.0  # the same ten units for every input
     error = evaluate(net, gater, x, y, threshold)[0]
     assert usage.sampled_error == usage.thresholded_error == error
 
@@ -60,3 +61,26 @@ def test_configurations_without_a_threshold_have_no_agreement():
     net, (x, y) = _net_with_gate_logits(torch.zeros(GATES, dtype=torch.float64)), _data(50)
     usage = gate_usage(net, PAPER_GATERS["baseline-sigmoid"], x, y, math.nan)
     assert math.isnan(usage.agreement) and usage.sampled_activity == 1.0
+    assert math.isnan(usage.selection_overlap)
+
+
+def test_selection_overlap_of_input_dependent_gates_is_the_target():
+    # One-hot inputs of ten kinds; gate j is on exactly for kind j (logit 10 tanh(3) - 5 = 4.95
+    # against -5), so every input selects one unit of ten and no two kinds share it.
+    config = ConditionalConfig(num_inputs=10, num_gater_hidden=10, num_gates=10)
+    net = ConditionalNetwork(config, torch.Generator().manual_seed(0)).double()
+    eye = torch.eye(10, dtype=torch.float64)
+    with torch.no_grad():
+        net.gater_hidden.weight.copy_(3 * eye)
+        net.gater_hidden.bias.zero_()
+        net.gater_out.weight.copy_(10 * eye)
+        net.gater_out.bias.fill_(-5.0)
+    kinds = torch.arange(1000) % 10
+    x, y = eye[kinds], kinds
+    gater = PAPER_GATERS["straight-through"]
+    threshold = activity_threshold(net.prepare((x, y)).logits, gater.target)
+    usage = gate_usage(net, gater, x, y, threshold)
+    assert abs(usage.selection_overlap - 0.1) < 1e-12
+    # Each of the 1,000 test-time-on pairs is on in the draw with probability
+    # sigmoid(4.95) = 0.993 (SE of the mean 0.0027): 0.97 is 8.5 SE below, false failure < 1e-16.
+    assert usage.agreement > 0.97
