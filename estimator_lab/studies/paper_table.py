@@ -209,6 +209,9 @@ seeds {list(config.seeds)}. Errors are measured with deterministic gates, the th
 the validation set so that 10 % of the gates are on (sigmoid baselines: no threshold). The
 settings and every choice the paper leaves open are in `estimator_lab/train/gaters.py`. The
 train criterion is our mean training cross-entropy at the sampled gates over the best epoch.
+`median_epoch_s` is the wall-clock of the runs as they were made (training and evaluation,
+sharing the machine with other runs); `analyses/paper_table/epoch_time.py` measures the epoch
+time of each gater alone.
 """)
     report.add_section("Headline", (
         f"Within {WITHIN_PP} pp of the paper's test error (or better): "

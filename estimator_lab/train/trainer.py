@@ -210,8 +210,13 @@ def _load_data(config: TrainConfig, device: torch.device):
             split("test", config.eval_size))
 
 
-class _Run:
-    """The mutable state of a run between epochs (what `last.pt` holds)."""
+class TrainingRun:
+    """The mutable state of a run between epochs (what `last.pt` holds).
+
+    `train_epoch((images, labels), epoch)` makes one pass over `N x 784` images in minibatches
+    of `config.batch_size` and returns the epoch's mean training figures; `train_gater` drives
+    it, and the epoch-time benchmark (`analyses/paper_table/epoch_time.py`) times it.
+    """
 
     def __init__(self, config: TrainConfig, device: torch.device) -> None:
         self.config = config
@@ -312,7 +317,7 @@ def train_gater(config: TrainConfig, out: str | Path, *, progress: bool = True) 
 
     out = Path(out)
     device = resolve_device(config.device)
-    run = _Run(config, device)
+    run = TrainingRun(config, device)
     if (out / "last.pt").exists():
         state = torch.load(out / "last.pt", map_location=device, weights_only=False)
         saved = _saved_config(state)
@@ -356,13 +361,13 @@ def train_gater(config: TrainConfig, out: str | Path, *, progress: bool = True) 
     return _result(run)
 
 
-def _finished(run: _Run) -> bool:
+def _finished(run: TrainingRun) -> bool:
     if run.epoch >= run.config.max_epochs:
         return True
     return run.best is not None and run.epoch - run.best["epoch"] >= run.config.patience
 
 
-def _result(run: _Run) -> TrainResult:
+def _result(run: TrainingRun) -> TrainResult:
     best = run.best
     return TrainResult(
         log=pd.DataFrame(run.rows, columns=LOG_COLUMNS), best_epoch=best["epoch"],
@@ -380,6 +385,6 @@ def _saved_config(state: dict) -> TrainConfig:
 def load_run(out: str | Path) -> TrainResult:
     """The `TrainResult` of a run folder (finished or not) from its `last.pt`."""
     state = torch.load(Path(out) / "last.pt", map_location="cpu", weights_only=False)
-    run = _Run(_saved_config(state), torch.device("cpu"))
+    run = TrainingRun(_saved_config(state), torch.device("cpu"))
     run.load_state_dict(state)
     return _result(run)
