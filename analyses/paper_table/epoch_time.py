@@ -11,8 +11,10 @@ does not depend on the pixel values) after one warm-up pass, and the end-of-epoc
 (threshold tuning on the validation images, then evaluation on validation and test, 10,000
 each). Epoch time = 1,562 x (median step time over `repeats` passes) + evaluation time.
 The baseline, measured in the same run at the same thread count, is a bare SGD step of the
-2000-gate network with every gate on (forward, mean cross-entropy, backward, step; no noise,
-no penalty, no max-norm). Writes `reports/epoch_time/` (results.csv, manifest.json, report.md).
+2000-gate network with every gate fixed at 1 (forward, mean cross-entropy, backward, step; no
+noise, no penalty, no max-norm). With constant gates no gradient reaches the gater, so the
+bare step skips the gater's backward pass (two of its six backward matrix products), which
+every gater pays. Writes `reports/epoch_time/` (results.csv, manifest.json, report.md).
 
     python analyses/paper_table/epoch_time.py [--quick] [--out reports/epoch_time] [--threads 1 2]
 """
@@ -130,8 +132,9 @@ steps per gater (median of {manifest['repeats']} passes, after a warm-up pass), 
 data, nothing else running in this process. `epoch_s` = {STEPS_PER_EPOCH} x `step_ms` +
 `evaluation_s` (threshold tuning on {manifest['eval_size']} validation images, evaluation on
 validation and test). `bare_step_ms` is an SGD step of the 2000-gate network with every gate
-on, timed in the same run (`step_over_bare` is the gater's step against it; the 200-unit
-sigmoid baselines are cheaper than the bare 2000-gate step).
+fixed at 1, timed in the same run: no gradient reaches the gater, so it also leaves out the
+gater's backward pass that the gaters pay (`step_over_bare` is the gater's step against it;
+the 200-unit sigmoid baselines are cheaper than the bare 2000-gate step).
 
 {table}
 

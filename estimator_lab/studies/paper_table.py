@@ -115,7 +115,7 @@ def paper_table_report(config: PaperTableConfig, out: str | Path) -> Path:
         curves.to_csv(stage / "curves.csv", index=False)
         sparse.to_csv(stage / "sparse.csv", index=False)
         usage.to_csv(stage / "gate_usage.csv", index=False)
-        _report(config, table, curves, sparse, usage, manifest).write(stage)
+        report_from_tables(config, table, curves, sparse, usage, manifest).write(stage)
     return Path(out) / "report.md"
 
 
@@ -195,7 +195,10 @@ def _curves_figure(curves: pd.DataFrame) -> plt.Figure:
     return figure
 
 
-def _report(config, table, curves, sparse, usage, manifest) -> Report:
+def report_from_tables(config: PaperTableConfig, table: pd.DataFrame, curves: pd.DataFrame,
+                       sparse: pd.DataFrame, usage: pd.DataFrame, manifest: dict) -> Report:
+    """The report from the saved tables (`table.csv`, `curves.csv`, `sparse.csv`,
+    `gate_usage.csv`) and the manifest; the figure is drawn from `curves`."""
     within = table[table["within_0.5pp"]]["gater"].tolist()
     st, sbn = (table.set_index("gater").loc[PAPER_GATERS[g].label, "test"]
                for g in ("straight-through", "sbn"))

@@ -135,10 +135,38 @@ def _rebuild_variance(folder: Path, manifest: dict) -> Path:
     return variance_report(config, summary, gates, ratios, manifest).write(folder)
 
 
+def _from_tables(study: str) -> Callable[[Path, dict], Path]:
+    """The rebuild function of a study of `_TABLE_STUDIES`, whose module has a report function
+    `(config, *tables, manifest) -> Report`; the module is imported only when needed."""
+
+    def rebuild(folder: Path, manifest: dict) -> Path:
+        import importlib
+
+        names, config_class, report_function = _TABLE_STUDIES[study]
+        module = importlib.import_module(f"estimator_lab.studies.{study}")
+        tables = read_results(folder, study, names)
+        config = config_from_dict(getattr(module, config_class), manifest["config"])
+        return getattr(module, report_function)(config, *tables, manifest).write(folder)
+
+    return rebuild
+
+
+_TABLE_STUDIES = {  # study: (saved tables, config class, report function)
+    "bias_small_graphs": (["summary.csv", "graphs.csv"], "SmallGraphsConfig",
+                          "small_graphs_report"),
+    "optimal_baseline": (["exact.csv", "ratios.csv", "gaps.csv", "summary.csv", "training.csv"],
+                         "OptimalBaselineConfig", "optimal_baseline_report"),
+    "mnist_variance": (["summary.csv", "ratios.csv", "sparsity.csv", "temperature.csv",
+                        "training.csv"], "MnistVarianceConfig", "mnist_variance_report"),
+    "paper_table": (["table.csv", "curves.csv", "sparse.csv", "gate_usage.csv"],
+                    "PaperTableConfig", "report_from_tables"),
+}
+
 STUDIES: Mapping[str, Callable[[Path, dict], Path]] = MappingProxyType({
     "bias": _rebuild_bias,
     "demo": _rebuild_demo,
     "variance": _rebuild_variance,
+    **{study: _from_tables(study) for study in _TABLE_STUDIES},
 })
 
 

@@ -10,6 +10,7 @@ above 1, tens of standard errors at 400 draws.
 """
 
 import itertools
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -55,6 +56,11 @@ def test_every_estimator_is_measured_or_explained(study):
     assert np.isfinite(ran[["variance", "mse", "work_variance"]].to_numpy(float)).all()
     text = (out / "report.md").read_text()
     assert "supports one gate layer" in text and "## Headline" in text
+
+
+def test_report_rebuilds_from_its_tables(study, tmp_path, assert_rebuilt_identically):
+    out, _ = study
+    assert_rebuilt_identically(shutil.copytree(out, tmp_path / "copy"))
 
 
 def test_exact_figures_match_an_independent_enumeration(study):

@@ -110,7 +110,7 @@ def test_snapshots_are_trained_once_and_then_read_from_the_cache(mnist_env, tmp_
 
 
 @pytest.mark.network
-def test_a_tiny_run_writes_the_report(mnist_env, tmp_path):
+def test_a_tiny_run_writes_the_report(mnist_env, tmp_path, assert_rebuilt_identically):
     config = MnistVarianceConfig(
         checkpoints=CheckpointConfig(epochs=(0, 1), train_size=64),
         estimators=("reinforce", "st", "sts"), groups=2, group_size=3, warmup_steps=2,
@@ -131,3 +131,4 @@ def test_a_tiny_run_writes_the_report(mnist_env, tmp_path):
     assert set(temperature["estimator"]) == {"gumbel"}
     text = (folder / "report.md").read_text()
     assert "its own sts gates" in text and "Rank by gate-logit MSE" in text
+    assert_rebuilt_identically(folder)

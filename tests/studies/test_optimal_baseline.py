@@ -87,7 +87,7 @@ def test_exact_part_the_oracle_is_the_best_per_gate_constant():
 
 
 @pytest.mark.network
-def test_a_tiny_run_writes_the_report(mnist_env, tmp_path):
+def test_a_tiny_run_writes_the_report(mnist_env, tmp_path, assert_rebuilt_identically):
     config = OptimalBaselineConfig(
         graphs=("toy:n=2",), decays=(0.9, 0.99), warmup_steps=4, warmup_seeds=1,
         checkpoints=CheckpointConfig(epochs=(0, 1), train_size=64), groups=2, group_size=3,
@@ -106,3 +106,4 @@ def test_a_tiny_run_writes_the_report(mnist_env, tmp_path):
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["study"] == "optimal_baseline"
     assert set(manifest["seconds"]) == {"exact", "epoch 0", "epoch 1"}
+    assert_rebuilt_identically(folder)

@@ -8,7 +8,8 @@ from estimator_lab.train.gaters import PAPER_GATERS
 
 
 @pytest.mark.network
-def test_tiny_study_writes_the_table_curves_and_sparse_timing(mnist_env, tmp_path):
+def test_tiny_study_writes_the_table_curves_and_sparse_timing(mnist_env, tmp_path,
+                                                               assert_rebuilt_identically):
     config = PaperTableConfig(max_epochs=1, patience=1, train_size=64, eval_size=64,
                               runs_dir=str(tmp_path / "runs"), sparse_examples=4, device="cpu")
     report = run_paper_table(config, tmp_path / "out", progress=False)
@@ -24,6 +25,7 @@ def test_tiny_study_writes_the_table_curves_and_sparse_timing(mnist_env, tmp_pat
     assert usage["agreement"].between(0, 1).all()
     text = report.read_text()
     assert "Straight-through" in text and "learning_curves" in text
-    # The report rebuilds from the run folders without training.
+    # The report rebuilds from the run folders without training, and from its own tables.
     paper_table_report(config, tmp_path / "again")
     pd.testing.assert_frame_equal(table, pd.read_csv(tmp_path / "again" / "table.csv"))
+    assert_rebuilt_identically(tmp_path / "out")
