@@ -233,7 +233,11 @@ time of each gater alone.
             "A decisive gater (each unit on with probability near 1 for some inputs, near 0 "
             "for the rest) has agreement near 1; an indecisive one (every unit on with "
             "probability near the 10 % target whatever the input) near 0.1, and its "
-            "thresholded selection is close to arbitrary."))
+            "thresholded selection is close to arbitrary. `selection_overlap` is the expected "
+            "share of one example's test-time-on units also on for another example: 1 when "
+            "every input selects the same units (the expert path is linear, so that network "
+            "would be a linear classifier), about 0.1 when the selection varies fully with the "
+            "input."))
         report.add_table(usage, "Training gates against test-time gates (validation, %)")
     if len(sparse):
         report.add_section("Conditional computation at test time", (

@@ -97,14 +97,11 @@ class GaterConfig:
             raise ValueError("the L1 criterion (Eq. 15) is for rectifier gates")
         if not 0 < self.target < 1 or self.learning_rate <= 0 or self.num_gates < 1:
             raise ValueError(f"invalid gater settings: {self}")
-        if self.l1_rate <= 1 or not 0 <= self.momentum < 1:
-            raise ValueError(f"invalid gater settings: {self}")
-        if min(self.kl_weight, self.l1_initial) < 0 or self.noise_std <= 0:
-            raise ValueError(f"invalid gater settings: {self}")
-        if (self.gater_lr is not None and self.gater_lr <= 0) or (
-                self.beta is not None and self.beta <= 1):
-            raise ValueError(f"invalid gater settings: {self}")
-        if self.max_norm is not None and self.max_norm <= 0:
+        if any((self.l1_rate <= 1, not 0 <= self.momentum < 1,
+                min(self.kl_weight, self.l1_initial) < 0, self.noise_std <= 0,
+                self.gater_lr is not None and self.gater_lr <= 0,
+                self.beta is not None and self.beta <= 1,
+                self.max_norm is not None and self.max_norm <= 0)):
             raise ValueError(f"invalid gater settings: {self}")
 
     @property

@@ -321,6 +321,7 @@ def train_gater(config: TrainConfig, out: str | Path, *, progress: bool = True) 
     if (out / "last.pt").exists():
         state = torch.load(out / "last.pt", map_location=device, weights_only=False)
         saved = _saved_config(state)
+        # runs saved before the resolved settings were stored are taken as made with them
         settings = state.get("gater_settings", asdict(config.gater_config))
         if not config.resumable_from(saved) or settings != asdict(config.gater_config):
             raise ValueError(f"{out} holds a run with other settings ({saved}, {settings}); "
