@@ -179,7 +179,8 @@ def rebuild_report(folder: str | Path) -> Path:
     `manifest.json`). Everything is read before anything is written.
 
     Args:
-        folder: a report folder written by a study (`estimator-lab demo`, `estimator-lab bias`).
+        folder: a report folder written by a study (`estimator-lab demo`, `bias`, `variance`,
+            `run STUDY`).
 
     Returns:
         the path of the rewritten `report.md`.
