@@ -125,6 +125,11 @@ class ConditionalNetwork(StochasticGraph):
             features={"expert": layer("expert", x), "labels": y},
         )
 
+    def logits(self, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """The `B x G` gate logits of a batch, without the expert path (`prepare` computes
+        both; the labels, `batch[1]`, are not read)."""
+        return self.gater_out(torch.tanh(self.gater_hidden(batch[0])))
+
     def shared_input_layers(
         self, batch: tuple[torch.Tensor, torch.Tensor]
     ) -> dict[str, torch.Tensor]:

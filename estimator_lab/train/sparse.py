@@ -19,7 +19,7 @@ from estimator_lab.train.gaters import GaterConfig, deterministic_gates
 
 
 def _gates(net: ConditionalNetwork, gater: GaterConfig, x: torch.Tensor, threshold: float):
-    return deterministic_gates(gater, net.gater_out(torch.tanh(net.gater_hidden(x))), threshold)
+    return deterministic_gates(gater, net.logits((x, None)), threshold)
 
 
 @torch.no_grad()

@@ -185,8 +185,7 @@ def tune_threshold(net: ConditionalNetwork, gater: GaterConfig, images: torch.Te
     (`nan` for configurations without thresholding)."""
     if not gater.thresholded:
         return math.nan
-    logits = torch.cat([net.prepare((x, x.new_zeros(0))).logits
-                        for x in images.split(2000)])
+    logits = torch.cat([net.logits((x, None)) for x in images.split(2000)])
     return activity_threshold(logits, gater.target)
 
 
@@ -275,8 +274,8 @@ class TrainingRun:
             self.optimiser.zero_grad(set_to_none=True)
             objective.backward()
             if self.estimator is not None:
-                self.estimator_state = self.estimator.update(
-                    self.estimator_state, net, _detached(prepared), noise[0]
+                self.estimator_state = self.estimator.update(  # runs under no_grad
+                    self.estimator_state, net, prepared, noise[0]
                 )
             self.optimiser.step()
             if gater.max_norm is not None:
@@ -288,15 +287,6 @@ class TrainingRun:
             sums["train_objective"] += objective.detach()
             sums["train_activity"] += activity
         return {name: float(value) / steps_per_epoch for name, value in sums.items()}
-
-
-def _detached(prepared):
-    from estimator_lab.graphs.base import PreparedBatch
-
-    return PreparedBatch(
-        logits=prepared.logits.detach(),
-        features={k: v.detach() for k, v in prepared.features.items()},
-    )
 
 
 def train_gater(config: TrainConfig, out: str | Path, *, progress: bool = True) -> TrainResult:
