@@ -29,6 +29,12 @@ choice below is stated where it is made and tested in `tests/train/test_gaters.p
 - Momentum (STS only, as the paper) is 0.5; max-norm 2 bounds the norm of every unit's
   incoming weight vector after each step; the SBN gater's learning rate is 0.001 (its gater
   parameters: `gater_hidden` and `gater_out`).
+- Initialisation (the paper gives none): PyTorch's default `nn.Linear` initialisation (uniform
+  in `±1/sqrt(fan_in)`, incoming weight norms near 0.58), except for straight-through and the
+  SBN, whose units' incoming weights start at norm 2, the max-norm bound (`init_norm`). With
+  the default, the KL criterion pulls every sigmoid gate to about 0.1 for every input before
+  the gater tells inputs apart, and these two gaters stay indecisive: chosen on validation error
+  (`analyses/paper_table/README.md` gives the pilots and the full runs).
 """
 
 from __future__ import annotations
@@ -66,6 +72,8 @@ class GaterConfig:
         gater_lr: the gater's step size when it differs (the SBN's 0.001).
         momentum: SGD momentum.
         max_norm: bound on each unit's incoming weight norm (`None` for none).
+        init_norm: the norm every unit's incoming weight vector is rescaled to at
+            initialisation (`None`: PyTorch's default uniform initialisation, norms near 0.58).
         paper: the paper's (train criterion, valid %, test %) for this row.
     """
 
@@ -85,6 +93,7 @@ class GaterConfig:
     gater_lr: float | None = None
     momentum: float = 0.0
     max_norm: float | None = 2.0
+    init_norm: float | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -101,7 +110,8 @@ class GaterConfig:
                 min(self.kl_weight, self.l1_initial) < 0, self.noise_std <= 0,
                 self.gater_lr is not None and self.gater_lr <= 0,
                 self.beta is not None and self.beta <= 1,
-                self.max_norm is not None and self.max_norm <= 0)):
+                self.max_norm is not None and self.max_norm <= 0,
+                self.init_norm is not None and self.init_norm <= 0)):
             raise ValueError(f"invalid gater settings: {self}")
 
     @property
@@ -116,11 +126,11 @@ PAPER_GATERS = {
         GaterConfig("noisy-rectifier", "noisy-rectifier", "Noisy Rectifier",
                     (6.7e-4, 1.52, 1.87), sparsity="l1"),
         GaterConfig("straight-through", "st", "Straight-through", (3.3e-3, 1.42, 1.39),
-                    sparsity="kl"),
+                    sparsity="kl", init_norm=2.0),
         GaterConfig("sts", "sts", "Smooth Times Stoch.", (4.4e-3, 1.86, 1.96), sparsity="kl",
                     beta=40.1, momentum=0.5),
         GaterConfig("sbn", "sbn", "Stoch. Binary Neuron", (9.9e-3, 1.78, 1.89), sparsity="kl",
-                    gater_lr=0.001),
+                    gater_lr=0.001, init_norm=2.0),
         GaterConfig("baseline-rectifier", "rectifier", "Baseline Rectifier",
                     (6.3e-5, 1.66, 1.60), sparsity="l1"),
         GaterConfig("baseline-sigmoid-noise", "sigmoid-noise", "Baseline Sigmoid+Noise",
@@ -295,6 +305,13 @@ def activity_threshold(logits: torch.Tensor, target: float) -> float:
     flat = logits.flatten()
     k = max(1, min(flat.numel(), round((1 - target) * flat.numel())))
     return flat.kthvalue(k).values.item()
+
+
+@torch.no_grad()
+def set_row_norms_(weights: list[torch.Tensor], norm: float) -> None:
+    """Rescales, in place, every row (a unit's incoming weights) to the norm `norm`."""
+    for weight in weights:
+        weight.mul_(norm / weight.norm(dim=1, keepdim=True).clamp_min(1e-12))
 
 
 @torch.no_grad()

@@ -17,7 +17,7 @@ import io
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from estimator_lab.train.gaters import (
     deterministic_gates,
     max_norm_,
     next_l1_weight,
+    set_row_norms_,
     sparsity_penalty,
     training_gates,
 )
@@ -50,8 +51,11 @@ LOG_COLUMNS = (
 
 
 OVERRIDABLE = ("target", "kl_weight", "l1_initial", "l1_rate", "noise_std", "beta",
-               "learning_rate", "gater_lr", "momentum", "max_norm")
+               "learning_rate", "gater_lr", "momentum", "max_norm", "init_norm")
 """The real-valued `GaterConfig` fields a run may override (`TrainConfig.overrides`)."""
+
+GATER_DEFAULTS = {f.name: f.default for f in fields(GaterConfig) if f.default is not MISSING}
+"""`GaterConfig`'s default settings, for run folders saved before a setting existed."""
 
 
 @dataclass(frozen=True)
@@ -127,9 +131,14 @@ class TrainResult:
 
 
 def build_network(config: TrainConfig) -> ConditionalNetwork:
-    """The paper network for the configuration's width, seeded initialisation."""
-    sizes = ConditionalConfig(num_gates=config.gater_config.num_gates)
-    return ConditionalNetwork(sizes, torch.Generator().manual_seed(config.seed))
+    """The paper network for the configuration's width, seeded initialisation (every unit's
+    incoming weights rescaled to the configuration's `init_norm` when it has one)."""
+    gater = config.gater_config
+    sizes = ConditionalConfig(num_gates=gater.num_gates)
+    net = ConditionalNetwork(sizes, torch.Generator().manual_seed(config.seed))
+    if gater.init_norm is not None:
+        set_row_norms_(incoming_weights(net), gater.init_norm)
+    return net
 
 
 def gater_parameters(net: ConditionalNetwork) -> list[torch.nn.Parameter]:
@@ -311,8 +320,9 @@ def train_gater(config: TrainConfig, out: str | Path, *, progress: bool = True) 
     if (out / "last.pt").exists():
         state = torch.load(out / "last.pt", map_location=device, weights_only=False)
         saved = _saved_config(state)
-        # runs saved before the resolved settings were stored are taken as made with them
-        settings = state.get("gater_settings", asdict(config.gater_config))
+        # runs saved before the resolved settings were stored are taken as made with them;
+        # settings added since are taken at their defaults
+        settings = {**GATER_DEFAULTS, **state.get("gater_settings", asdict(config.gater_config))}
         if not config.resumable_from(saved) or settings != asdict(config.gater_config):
             raise ValueError(f"{out} holds a run with other settings ({saved}, {settings}); "
                              "use another folder")

@@ -32,6 +32,9 @@ def test_the_seven_rows_carry_the_papers_settings():
     assert PAPER_GATERS["baseline-sigmoid"].num_gates == 200
     assert PAPER_GATERS["baseline-sigmoid"].sparsity is None
     assert all(c.max_norm == 2.0 for c in PAPER_GATERS.values())
+    assert {name for name, c in PAPER_GATERS.items() if c.init_norm is not None} == {
+        "straight-through", "sbn"}
+    assert PAPER_GATERS["straight-through"].init_norm == PAPER_GATERS["sbn"].init_norm == 2.0
 
 
 def test_bad_settings_are_refused():
