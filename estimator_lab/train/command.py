@@ -29,21 +29,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[],
                         metavar="FIELD=VALUE",
                         help="replace a numeric setting of the configuration, e.g. "
-                             "kl_weight=0.01 (repeatable; see GaterConfig)")
+                             "kl_weight=0.01, or drop an optional one, e.g. max_norm=none "
+                             "(repeatable; see GaterConfig)")
     parser.add_argument("--quiet", action="store_true", help="no per-epoch lines")
 
 
-def parse_overrides(items: list[str]) -> dict[str, float]:
-    """`["kl_weight=0.01", ...]` as a dict of floats (`ValueError` on a malformed item)."""
-    overrides = {}
+def parse_overrides(items: list[str]) -> dict[str, float | None]:
+    """`["kl_weight=0.01", "max_norm=none", ...]` as a dict of floats and `None`s (`ValueError`
+    on a malformed item; which fields may be `None` is `TrainConfig`'s check)."""
+    overrides: dict[str, float | None] = {}
     for item in items:
         name, sep, value = item.partition("=")
+        if value.strip().lower() == "none":
+            overrides[name.strip()] = None
+            continue
         try:
             overrides[name.strip()] = float(value)
         except ValueError:
             sep = ""
         if not sep:
-            raise ValueError(f"--set expects FIELD=NUMBER, got {item!r}")
+            raise ValueError(f"--set expects FIELD=NUMBER or FIELD=none, got {item!r}")
     return overrides
 
 

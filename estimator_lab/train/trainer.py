@@ -54,6 +54,10 @@ OVERRIDABLE = ("target", "kl_weight", "l1_initial", "l1_rate", "noise_std", "bet
                "learning_rate", "gater_lr", "momentum", "max_norm", "init_norm")
 """The real-valued `GaterConfig` fields a run may override (`TrainConfig.overrides`)."""
 
+OPTIONAL = ("beta", "gater_lr", "max_norm", "init_norm")
+"""The overridable fields that may be `None` (no Beta noise, the main learning rate, no
+max-norm, the default initialisation)."""
+
 GATER_DEFAULTS = {f.name: f.default for f in fields(GaterConfig) if f.default is not MISSING}
 """`GaterConfig`'s default settings, for run folders saved before a setting existed."""
 
@@ -75,7 +79,8 @@ class TrainConfig:
         device: `"cpu"`, `"cuda"`, ...
         data_path: an explicit MNIST source, else the verified cache.
         overrides: `GaterConfig` fields replaced for this run (e.g. `{"kl_weight": 0.01}` for
-            a cross-validation sweep); empty for the configuration as listed.
+            a cross-validation sweep, `{"max_norm": None}` to drop an `OPTIONAL` one); empty
+            for the configuration as listed.
     """
 
     gater: str
@@ -88,7 +93,7 @@ class TrainConfig:
     snapshot_epochs: tuple[int, ...] = (0, 1, 10)
     device: str = "cpu"
     data_path: str | None = None
-    overrides: dict[str, float] = field(default_factory=dict)
+    overrides: dict[str, float | None] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.gater not in PAPER_GATERS:
@@ -96,6 +101,9 @@ class TrainConfig:
         unknown = set(self.overrides) - set(OVERRIDABLE)
         if unknown:
             raise ValueError(f"cannot override {sorted(unknown)}; choose from {OVERRIDABLE}")
+        required = sorted(k for k, v in self.overrides.items() if v is None and k not in OPTIONAL)
+        if required:
+            raise ValueError(f"{required} cannot be none; only {OPTIONAL} can")
         _ = self.gater_config  # validates the overridden settings
         if self.max_epochs < 1 or self.patience < 1 or self.batch_size < 1:
             raise ValueError(f"max_epochs, patience and batch_size must be >= 1: {self}")

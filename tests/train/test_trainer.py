@@ -49,6 +49,11 @@ def test_overrides_replace_only_the_named_settings():
     for malformed in (["kl_weight"], ["kl_weight=abc"]):
         with pytest.raises(ValueError, match="FIELD=NUMBER"):
             parse_overrides(malformed)
+    assert parse_overrides(["max_norm=None", "init_norm=2"]) == {"max_norm": None,
+                                                                   "init_norm": 2.0}
+    assert TrainConfig("sbn", overrides={"init_norm": None}).gater_config.init_norm is None
+    with pytest.raises(ValueError, match="cannot be none"):
+        TrainConfig("sbn", overrides={"kl_weight": None})
 
 
 def test_init_norm_rescales_every_units_incoming_weights_and_keeps_their_directions():
