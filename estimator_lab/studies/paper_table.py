@@ -57,7 +57,7 @@ class PaperTableConfig:
 
     seeds: tuple[int, ...] = (0,)
     max_epochs: int = 100
-    patience: int = 15
+    patience: int = 30
     train_size: int | None = None
     eval_size: int | None = None
     runs_dir: str = "runs/paper"
@@ -254,7 +254,7 @@ time of each gater alone.
     report.add_text("""
 ```
 estimator-lab run paper_table                 # trains or resumes runs/paper/*, then reports
-estimator-lab train straight-through --epochs 100 --patience 15  # one run
+estimator-lab train straight-through --epochs 100 --patience 30  # one run
 ```
 """)
     return report
