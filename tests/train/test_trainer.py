@@ -106,9 +106,7 @@ def test_a_folder_with_other_settings_is_refused(mnist_env, tmp_path, monkeypatc
 
 
 @pytest.mark.network
-def test_a_run_saved_before_a_setting_existed_resumes_only_at_its_default(
-    mnist_env, tmp_path, monkeypatch
-):
+def test_a_run_saved_before_a_setting_existed_resumes_only_at_its_default(mnist_env, tmp_path):
     train_gater(TrainConfig("sts", max_epochs=1, **TINY), tmp_path, progress=False)
     state = torch.load(tmp_path / "last.pt", weights_only=False)
     del state["gater_settings"]["init_norm"]  # as saved before `init_norm` was added
