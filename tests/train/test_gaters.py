@@ -35,6 +35,8 @@ def test_the_seven_rows_carry_the_papers_settings():
     assert {name for name, c in PAPER_GATERS.items() if c.init_norm is not None} == {
         "straight-through", "sbn"}
     assert PAPER_GATERS["straight-through"].init_norm == PAPER_GATERS["sbn"].init_norm == 2.0
+    assert PAPER_GATERS["straight-through"].kl_weight == 0.03
+    assert PAPER_GATERS["sts"].kl_weight == PAPER_GATERS["sbn"].kl_weight == 0.1
 
 
 def test_bad_settings_are_refused():
