@@ -107,7 +107,10 @@ def test_kl_criterion_is_stationary_at_the_target_and_pushes_towards_it():
     for start, sign in ((target_logit, 0), (0.0, 1), (-5.0, -1)):
         logits = torch.full((4, 3), start, dtype=torch.float64, requires_grad=True)
         sparsity_penalty(config, logits, logits, 0.0).backward()
-        assert torch.sign(logits.grad).unique().tolist() == [sign]
+        if sign == 0:  # zero up to the rounding of sigmoid(logit(0.1)) in float64
+            assert logits.grad.abs().max().item() < 1e-15
+        else:
+            assert torch.sign(logits.grad).unique().tolist() == [sign]
 
 
 def test_l1_criterion_and_its_adaptive_weight():
