@@ -19,7 +19,7 @@ import math
 import time
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_type_hints
 
 import numpy as np
 import pandas as pd
@@ -54,9 +54,10 @@ OVERRIDABLE = ("target", "kl_weight", "l1_initial", "l1_rate", "noise_std", "bet
                "learning_rate", "gater_lr", "momentum", "max_norm", "init_norm")
 """The real-valued `GaterConfig` fields a run may override (`TrainConfig.overrides`)."""
 
-OPTIONAL = ("beta", "gater_lr", "max_norm", "init_norm")
-"""The overridable fields that may be `None` (no Beta noise, the main learning rate, no
-max-norm, the default initialisation)."""
+OPTIONAL = tuple(name for name, hint in get_type_hints(GaterConfig).items()
+                 if name in OVERRIDABLE and type(None) in get_args(hint))
+"""The overridable fields typed `... | None` in `GaterConfig` (`beta`, `gater_lr`, `max_norm`,
+`init_norm`): a run may set them to `None`."""
 
 GATER_DEFAULTS = {f.name: f.default for f in fields(GaterConfig) if f.default is not MISSING}
 """`GaterConfig`'s default settings, for run folders saved before a setting existed."""
