@@ -31,10 +31,14 @@ def test_the_seven_rows_carry_the_papers_settings():
     assert PAPER_GATERS["noisy-rectifier"].sparsity == "l1"
     assert PAPER_GATERS["baseline-sigmoid"].num_gates == 200
     assert PAPER_GATERS["baseline-sigmoid"].sparsity is None
-    assert all(c.max_norm == 2.0 for c in PAPER_GATERS.values())
-    assert {name for name, c in PAPER_GATERS.items() if c.init_norm is not None} == {
-        "straight-through", "sbn"}
-    assert PAPER_GATERS["straight-through"].init_norm == PAPER_GATERS["sbn"].init_norm == 2.0
+    started_at_the_bound = {"straight-through", "sbn"}
+    assert {name for name, c in PAPER_GATERS.items() if c.init_norm is not None} == (
+        started_at_the_bound)
+    for name, config in PAPER_GATERS.items():
+        if name in started_at_the_bound:
+            assert config.init_norm == config.max_norm == 4.0
+        else:
+            assert config.max_norm == 2.0
     assert PAPER_GATERS["straight-through"].kl_weight == 0.03
     assert PAPER_GATERS["sts"].kl_weight == PAPER_GATERS["sbn"].kl_weight == 0.1
 
