@@ -26,4 +26,5 @@ def describe_device(device: torch.device) -> str:
     """The device in words, e.g. `"cpu (2 threads)"` or `"cuda:0 (NVIDIA H100 80GB HBM3)"`."""
     if device.type == "cuda":
         return f"{device} ({torch.cuda.get_device_name(device)})"
-    return f"{device} ({torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    return f"{device} ({threads} thread{'s' if threads > 1 else ''})"
