@@ -15,7 +15,6 @@ def test_cpu_is_described_with_its_thread_count_in_words():
         torch.set_num_threads(threads)
 
 
-
 def test_an_unknown_device_name_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown device 'gpu0'"):
         resolve_device("gpu0")
