@@ -37,9 +37,10 @@ choice below is stated where it is made and tested in `tests/train/test_gaters.p
   SBN, whose units' incoming weights start at the max-norm bound (`init_norm`). With the
   default, the KL criterion pulls every sigmoid gate to about 0.1 for every input before the
   gater tells inputs apart, and these two gaters stay indecisive. Started at the bound, their
-  weights stay there (every row at the bound after training), so the bound caps how far the
-  gate logits spread over inputs; 4 beats 2, 3, 6 and 8. Both chosen on validation error
-  (`analyses/paper_table/README.md` gives the pilots and the full runs).
+  weights stay near it (after training at bound 4, every unit's incoming norm is 3.75–4.0), so
+  the bound caps how far the gate logits spread over inputs; 4 beats 2, 3, 6 and 8 in pilots.
+  Both chosen on validation error (`analyses/paper_table/README.md` gives the pilots and the
+  full runs).
 """
 
 from __future__ import annotations
