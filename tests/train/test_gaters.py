@@ -40,7 +40,8 @@ def test_the_seven_rows_carry_the_papers_settings():
         else:
             assert config.max_norm == 2.0
     assert PAPER_GATERS["straight-through"].kl_weight == 0.03
-    assert PAPER_GATERS["sts"].kl_weight == PAPER_GATERS["sbn"].kl_weight == 0.1
+    assert PAPER_GATERS["sbn"].kl_weight == 0.01
+    assert PAPER_GATERS["sts"].kl_weight == 0.1
 
 
 def test_bad_settings_are_refused():
