@@ -22,8 +22,8 @@ choice below is stated where it is made and tested in `tests/train/test_gaters.p
   gate (on for 10 % of the inputs) strays from the target from batch to batch and Eq. 14 is
   convex, so in expectation it charges decisiveness (an excess of 0.018 per unit for
   sigmoids at 0.01 / 0.99: 3.6 over 2000 gates at weight 0.1, against a cross-entropy below
-  0.1; `analyses/paper_table/kl_decisiveness.py`). The SBN's gater, which learns only from
-  REINFORCE, grew less decisive as it trained at weight 0.1.
+  0.1; `analyses/paper_table/kl_decisiveness.py`). The SBN's gater, whose data signal comes
+  only from REINFORCE, grew less decisive as it trained at weight 0.1.
 - L1 sparsity (Eq. 15) for rectifier gaters on the minibatch mean of the gate outputs `h`, with
   the weight `lambda` multiplied by `l1_rate` after a step whose fraction of non-zero gates
   exceeds `s + 0.01` and divided by it below `s - 0.01`.
