@@ -9,10 +9,11 @@ Exact, in float64. A unit whose sigmoid is `1 - low` on a fraction `q = (s - low
 of the inputs and `low` on the others has mean `s`. A minibatch of `B` independent inputs holds
 `k ~ Binomial(B, q)` on-inputs, so `p = (k (1 - low) + (B - k) low) / B` and the expected
 criterion per unit (weight 1) is `sum_k P(k) CE(s, p)`, `CE(s, p) = -(s log p + (1 - s)
-log(1 - p))`. `CE(s, .)` is convex, so by Jensen every unit with mean `s` pays at least
-`CE(s, s) = H(s)`, which the indecisive unit (`low = s`, `q = 0`) pays exactly; the excess over
-`H(s)` is what decisiveness costs. Multiplied by the KL weight and the 2000 gates it is in the
-units of the training objective, beside the mean cross-entropy. Writes `reports/kl_decisiveness/`
+log(1 - p))`, evaluated by the training code's `sparsity_penalty`. `CE(s, .)` is convex, so by
+Jensen every unit with mean `s` pays at least `CE(s, s) = H(s)`, which the indecisive unit
+(`low = s`, `q = 0`) pays exactly; the excess over `H(s)` is what decisiveness costs.
+Multiplied by the KL weight and the 2000 gates it is in the units of the training objective,
+beside the mean cross-entropy. Writes `reports/kl_decisiveness/`
 (results.csv, manifest.json, report.md).
 
     python analyses/paper_table/kl_decisiveness.py [--out reports/kl_decisiveness]
@@ -27,9 +28,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from scipy.stats import binom
 
 from estimator_lab.reporting import markdown_table, run_manifest, staged_directory
+from estimator_lab.train.gaters import GaterConfig, sparsity_penalty
 
 TARGET = 0.1
 BATCH_SIZE = 32
@@ -38,9 +41,18 @@ LOWS = (0.001, 0.01, 0.03, 0.05, 0.1)
 KL_WEIGHTS = (0.1, 0.03, 0.01, 0.001)
 
 
-def cross_entropy(target: float, p: np.ndarray) -> np.ndarray:
-    """`-(s log p + (1 - s) log(1 - p))`, Eq. 14 per unit at weight 1."""
-    return -(target * np.log(p) + (1 - target) * np.log1p(-p))
+def on_fraction(low: float, target: float = TARGET) -> float:
+    """The share of inputs on which the unit is on, so that its mean sigmoid is `target`."""
+    return (target - low) / (1 - 2 * low)
+
+
+def eq14_per_unit(target: float, batch_means: np.ndarray) -> np.ndarray:
+    """Eq. 14 at weight 1 for one unit, `CE(s, p)`, at each minibatch mean `p`: the training
+    code's own `sparsity_penalty`, on a one-example batch whose sigmoid is `p`."""
+    config = GaterConfig("eq14", "sbn", "Eq. 14", (0.0, 0.0, 0.0), sparsity="kl",
+                         target=target, kl_weight=1.0)
+    logits = torch.logit(torch.as_tensor(batch_means, dtype=torch.float64)).reshape(-1, 1, 1)
+    return np.array([sparsity_penalty(config, a, a, l1_weight=0.0).item() for a in logits])
 
 
 def expected_kl_excess(low: float, target: float = TARGET, batch_size: int = BATCH_SIZE) -> float:
@@ -55,11 +67,10 @@ def expected_kl_excess(low: float, target: float = TARGET, batch_size: int = BAT
     if not 0 < low <= target < 0.5 or batch_size < 1:
         raise ValueError(f"need 0 < low <= target < 0.5 and batch_size >= 1, got "
                          f"low={low}, target={target}, batch_size={batch_size}")
-    on_fraction = (target - low) / (1 - 2 * low)
     k = np.arange(batch_size + 1)
     p = (k * (1 - low) + (batch_size - k) * low) / batch_size
-    expected = binom.pmf(k, batch_size, on_fraction) @ cross_entropy(target, p)
-    return float(expected - cross_entropy(target, np.float64(target)))
+    expected = binom.pmf(k, batch_size, on_fraction(low, target)) @ eq14_per_unit(target, p)
+    return float(expected - eq14_per_unit(target, np.array([target]))[0])
 
 
 def excess_table(lows=LOWS, kl_weights=KL_WEIGHTS) -> pd.DataFrame:
@@ -67,7 +78,7 @@ def excess_table(lows=LOWS, kl_weights=KL_WEIGHTS) -> pd.DataFrame:
     rows = []
     for low in lows:
         excess = expected_kl_excess(low)
-        rows.append({"low": low, "on_fraction": (TARGET - low) / (1 - 2 * low),
+        rows.append({"low": low, "on_fraction": on_fraction(low),
                      "excess_per_unit": excess,
                      **{f"excess_{NUM_GATES}_gates_kl{w:g}": w * NUM_GATES * excess
                         for w in kl_weights}})

@@ -18,12 +18,12 @@ choice below is stated where it is made and tested in `tests/train/test_gaters.p
   weighted by `kl_weight` (summed over units, added to the mean cross-entropy). The paper
   leaves the weight to cross-validation: 0.1 for STS; 0.03 for straight-through, the lowest
   validation error of 0.01, 0.03, 0.1 and 0.3 in full-length runs at seed 0; 0.01 for the SBN,
-  lower than 0.1 in a full-length run at seed 0. On a minibatch of 32, the mean of a decisive
-  gate (on for 10 % of the inputs) strays from the target from batch to batch and Eq. 14 is
-  convex, so in expectation it charges decisiveness (an excess of 0.018 per unit for
-  sigmoids at 0.01 / 0.99: 3.6 over 2000 gates at weight 0.1, against a cross-entropy below
-  0.1; `analyses/paper_table/kl_decisiveness.py`). The SBN's gater, whose data signal comes
-  only from REINFORCE, grew less decisive as it trained at weight 0.1.
+  lower validation error than 0.1 in full-length runs at seed 0. On a minibatch of 32, the
+  mean of a decisive gate (on for 10 % of the inputs) strays from the target from batch to
+  batch and Eq. 14 is convex, so in expectation it charges decisiveness (an excess of 0.018
+  per unit for sigmoids at 0.01 / 0.99: 3.6 over 2000 gates at weight 0.1, against a
+  cross-entropy below 0.1; `analyses/paper_table/kl_decisiveness.py`). The SBN's gater, whose
+  data signal comes only from REINFORCE, grew less decisive as it trained at weight 0.1.
 - L1 sparsity (Eq. 15) for rectifier gaters on the minibatch mean of the gate outputs `h`, with
   the weight `lambda` multiplied by `l1_rate` after a step whose fraction of non-zero gates
   exceeds `s + 0.01` and divided by it below `s - 0.01`.
