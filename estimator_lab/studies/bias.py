@@ -21,7 +21,7 @@ import torch
 from estimator_lab.device import describe_device, resolve_device
 from estimator_lab.estimators import get_estimator
 from estimator_lab.estimators.prepare import prepare_estimator
-from estimator_lab.exact import NotComputable, exact_gradient, exact_moments
+from estimator_lab.exact import EnumerationTooLarge, NotComputable, exact_gradient, exact_moments
 from estimator_lab.graphs.specs import build_problem
 from estimator_lab.montecarlo import GATE_LOGITS, run_draws
 from estimator_lab.montecarlo.accumulators import Moments
@@ -139,7 +139,7 @@ def run_bias(config: BiasConfig, out: str | Path, *, progress: bool = False) -> 
         try:
             exact["moments"][name] = exact_moments(graph, estimator, batch, state=states[name])
             exact["methods"][name] = exact["moments"][name].method
-        except NotComputable as reason:
+        except (NotComputable, EnumerationTooLarge) as reason:  # e.g. rloo's K copies
             exact["methods"][name] = f"not computable: {reason}"
     moments = run_draws(graph, estimators, batch, num_draws=config.draws, seed=config.seed,
                         chunk_size=config.chunk_size, progress=progress, states=states)

@@ -69,3 +69,19 @@ def test_bad_bias_input_is_one_line_and_exit_2(argv, message, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_exact_moments_past_the_enumeration_cap_are_not_computable(tmp_path):
+    """rloo's K = 2 gate samples on 12 gates make 2^24 noise atoms, past the 2^22 cap: the
+    run completes with the exact gradient and its Monte Carlo rows, the exact moments marked
+    "not computable" (it ended in an uncaught `EnumerationTooLarge`, issue #20 defect 1)."""
+    config = BiasConfig(graph="sbn:4-4-4", estimators=("rloo", "reinforce"), draws=100, seed=0)
+    run_bias(config, tmp_path / "out")
+    summary = pd.read_csv(tmp_path / "out" / "summary.csv").set_index("estimator")
+    assert summary.loc["rloo", "exact_method"].startswith("not computable: 24 gates make 2^24")
+    assert summary.loc["reinforce", "exact_method"] == "enumeration"
+    results = pd.read_csv(tmp_path / "out" / "results.csv")
+    rloo = results[results["estimator"] == "rloo"]
+    assert rloo["exact_variance"].isna().all() and rloo["mean"].notna().all()
+    reinforce = results[results["estimator"] == "reinforce"]
+    assert (rloo["exact"].to_numpy() == reinforce["exact"].to_numpy()).all()
