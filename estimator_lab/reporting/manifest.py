@@ -1,9 +1,11 @@
-"""The manifest every report carries: versions, seed, device, git revision, wall time."""
+"""The manifest every report carries: versions, seed, device, git revision, wall time, writer."""
 
 from __future__ import annotations
 
 import datetime as dt
+import os
 import platform
+import socket
 import subprocess
 import sys
 from importlib.metadata import PackageNotFoundError, version
@@ -18,6 +20,20 @@ def _package_version(name: str) -> str | None:
         return version(name)
     except PackageNotFoundError:
         return None
+
+
+def utc_now() -> str:
+    """The current UTC time in ISO 8601, to the second (e.g. `2026-01-31T12:00:00+00:00`)."""
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def run_identity() -> dict:
+    """Which run this process is: `{"host": ..., "pid": ...}`.
+
+    With the manifest's `created` time it names the run that wrote a report folder; the writer's
+    lock of a folder (`claim_output_folder`) holds the same identity.
+    """
+    return {"host": socket.gethostname(), "pid": os.getpid()}
 
 
 def git_revision(path: str | Path = ".") -> str | None:
@@ -43,9 +59,13 @@ def run_manifest(*, seed: int | None, device: str, wall_time_s: float, **extra: 
         device: the device the draws ran on, in words (e.g. `"cpu"`, `"cuda: NVIDIA H100"`).
         wall_time_s: seconds the run took.
         **extra: study-specific entries (configuration, command line).
+
+    The record also holds the time (`created`), the run that made it (`run`: host and pid,
+    `run_identity`), the git revision, Python, the platform and the package versions.
     """
     return {
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": utc_now(),
+        "run": run_identity(),
         "seed": seed,
         "device": device,
         "wall_time_s": round(wall_time_s, 3),
