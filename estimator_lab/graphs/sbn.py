@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -46,6 +47,8 @@ class SigmoidBeliefNet(StochasticGraph):
             raise ValueError(
                 f"need num_inputs >= 1 and layer sizes >= 1, got {num_inputs} and {sizes}"
             )
+        if not math.isfinite(scale):
+            raise ValueError(f"scale must be finite, got {scale}")
         self._layer_sizes = sizes
         self.num_gates = sum(sizes)
         fan_ins = (num_inputs, *sizes[:-1])

@@ -7,6 +7,7 @@ for enumeration (float64 by default).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -54,14 +55,32 @@ def _parse(spec: str) -> tuple[str, list[str], dict[str, str]]:
     return kind, positional, options
 
 
-def _number(spec: str, options: dict[str, str], key: str, default, kind=int):
+def _number(spec: str, options: dict[str, str], key: str, default, kind=int, minimum=None):
+    """Pops `options[key]` as a finite `kind` (`int` or `float`) of at least `minimum`."""
     if key not in options:
         return default
+    text = options.pop(key)
     try:
-        return kind(options.pop(key))
+        value = kind(text)
     except ValueError:
         message = f"malformed graph spec {spec!r}: {key} must be {kind.__name__}"
         raise GraphSpecError(message) from None
+    if not math.isfinite(value):
+        raise GraphSpecError(f"bad graph spec {spec!r}: {key} must be finite, got {text}")
+    if minimum is not None and value < minimum:
+        raise GraphSpecError(f"bad graph spec {spec!r}: {key} must be >= {minimum}, got {value}")
+    return value
+
+
+def _check_gates(spec: str, num_gates: int, max_configurations: int) -> None:
+    """Refuses more than `max_configurations` gate configurations before anything is built
+    (`2^num_gates` is only written out while it is short)."""
+    if num_gates > max_configurations.bit_length() - 1:  # 2^num_gates > max_configurations
+        count = f" = {2**num_gates:,}" if num_gates <= 64 else ""
+        raise GraphSpecError(
+            f"{spec!r} has {num_gates:,} gates: 2^{num_gates}{count} configurations exceed the "
+            f"enumeration limit of {max_configurations:,}"
+        )
 
 
 def build_problem(
@@ -81,27 +100,22 @@ def build_problem(
         most 16 gates, on seeded MNIST validation images).
 
     Raises:
-        GraphSpecError: for an unknown kind, a malformed spec, unknown keys, or more gate
-            configurations than `max_configurations`.
+        GraphSpecError: for an unknown kind, a malformed spec, unknown keys, a count below 1
+            (gates, layer sizes, inputs, hidden units, batch), a number that is not finite, or
+            more gate configurations than `max_configurations` (checked before building).
     """
     try:
-        graph, batch = _build(spec, seed, data_path)
+        graph, batch = _build(spec, seed, data_path, max_configurations)
     except GraphSpecError:
         raise
     except ValueError as error:  # sizes the graph constructors refuse
         raise GraphSpecError(f"bad graph spec {spec!r}: {error}") from None
-    configurations = 2**graph.num_gates
-    if configurations > max_configurations:
-        raise GraphSpecError(
-            f"{spec!r} has {graph.num_gates} gates: 2^{graph.num_gates} = {configurations:,} "
-            f"configurations exceed the enumeration limit of {max_configurations:,}"
-        )
     graph = graph.to(dtype)
     batch = tuple(t.to(dtype) if t.is_floating_point() else t for t in batch)
     return GraphProblem(spec, graph, batch)
 
 
-def _build(spec: str, seed: int, data_path: str | None):
+def _build(spec: str, seed: int, data_path: str | None, max_configurations: int):
     kind, positional, options = _parse(spec)
     generator = torch.Generator().manual_seed(seed)
     if kind == "toy":
@@ -111,10 +125,13 @@ def _build(spec: str, seed: int, data_path: str | None):
                 logits = [float(v) for v in options.pop("logits").split("/")]
             except ValueError:
                 raise GraphSpecError(f"malformed graph spec {spec!r}: logits") from None
+            _check_gates(spec, len(logits), max_configurations)
             graph = ToyGraph(logits, target)
         else:
-            graph = ToyGraph.seeded(_number(spec, options, "n", 4), target, seed)
-        batch = graph.example_batch(_number(spec, options, "batch", 1))
+            gates = _number(spec, options, "n", 4, minimum=1)
+            _check_gates(spec, gates, max_configurations)
+            graph = ToyGraph.seeded(gates, target, seed)
+        batch = graph.example_batch(_number(spec, options, "batch", 1, minimum=1))
     elif kind == "sbn":
         if len(positional) != 1:
             raise GraphSpecError(f"malformed graph spec {spec!r}: give layer sizes like sbn:4-4")
@@ -122,10 +139,13 @@ def _build(spec: str, seed: int, data_path: str | None):
             sizes = tuple(int(s) for s in positional[0].split("-"))
         except ValueError:
             raise GraphSpecError(f"malformed graph spec {spec!r}: layer sizes") from None
-        inputs = _number(spec, options, "inputs", 8)
+        if min(sizes) < 1:
+            raise GraphSpecError(f"bad graph spec {spec!r}: layer sizes must be >= 1")
+        _check_gates(spec, sum(sizes), max_configurations)
+        inputs = _number(spec, options, "inputs", 8, minimum=1)
         scale = _number(spec, options, "scale", 2.0, float)
         graph = SigmoidBeliefNet(inputs, sizes, generator, scale=scale)
-        size = (_number(spec, options, "batch", 2), inputs)
+        size = (_number(spec, options, "batch", 2, minimum=1), inputs)
         batch = ((torch.rand(size, generator=generator) < 0.5).to(torch.float32),)
     elif kind == "tiny-conditional":
         from estimator_lab.data import mnist
@@ -135,12 +155,13 @@ def _build(spec: str, seed: int, data_path: str | None):
             raise GraphSpecError(
                 f"tiny-conditional takes 1 to {MAX_TINY_CONDITIONAL_GATES} gates, got {gates}"
             )
-        config = ConditionalConfig(num_gater_hidden=_number(spec, options, "hidden", 8),
+        _check_gates(spec, gates, max_configurations)
+        config = ConditionalConfig(num_gater_hidden=_number(spec, options, "hidden", 8, minimum=1),
                                    num_gates=gates)
+        batch_size = _number(spec, options, "batch", 4, minimum=1)
         graph = ConditionalNetwork(config, generator)
         images, labels = mnist("valid", path=data_path).tensors()
-        index = torch.randperm(images.shape[0], generator=generator)
-        index = index[: _number(spec, options, "batch", 4)]
+        index = torch.randperm(images.shape[0], generator=generator)[:batch_size]
         batch = (images[index], labels[index])
     else:
         raise GraphSpecError(f"unknown graph {kind!r} in spec {spec!r}; known: {', '.join(KINDS)}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -34,6 +35,8 @@ class ToyGraph(StochasticGraph):
         logits = torch.as_tensor(logits, dtype=torch.float64).flatten()
         if logits.numel() < 1:
             raise ValueError("a toy graph needs at least one gate")
+        if not (torch.isfinite(logits).all() and math.isfinite(target)):
+            raise ValueError(f"logits and target must be finite, got {logits.tolist()}, {target}")
         self.theta = nn.Parameter(logits.clone())
         self.target = float(target)
         self.num_gates = logits.numel()
@@ -41,6 +44,8 @@ class ToyGraph(StochasticGraph):
     @classmethod
     def seeded(cls, num_gates: int, target: float = 0.45, seed: int = 0) -> ToyGraph:
         """A toy with logits drawn from `N(0, 1)` by a seeded generator."""
+        if num_gates < 1:
+            raise ValueError(f"a toy graph needs at least one gate, got {num_gates}")
         generator = torch.Generator().manual_seed(seed)
         return cls(torch.randn(num_gates, generator=generator, dtype=torch.float64), target)
 
