@@ -138,3 +138,82 @@ def paired_ratio(a, b) -> RatioResult:
                - 2 * covariance[0, 1] / (mean_a * mean_b)) / g
     return RatioResult(float(mean_a / mean_b), float(np.sqrt(max(log_var, 0.0))), g,
                        np.stack([a, b], 1))
+
+
+def relative_bias_interval(squared_bias_low, squared_bias_high, reference_norm):
+    """An interval for the relative bias `||E g - r|| / ||r||` from one for `||E g - r||^2`.
+
+    The squared bias is non-negative, so an interval `[l, h]` of it maps through
+    `sqrt(max(., 0)) / ||r||` to one of the relative bias whose coverage is at least that of
+    `[l, h]`: a true value `b^2 >= 0` inside `[l, h]` is inside `[max(l, 0), max(h, 0)]`. A
+    lower end of 0 means no bias is detectable at these draws. `r` is taken as exact (for a
+    noisy reference its own error is left out).
+
+    Args:
+        squared_bias_low: lower end(s) `l` (a float or an array; NaN propagates).
+        squared_bias_high: upper end(s) `h`.
+        reference_norm: `||r||` (positive).
+
+    Returns:
+        `(low, high)`, floats or arrays like the inputs.
+
+    Example:
+        >>> relative_bias_interval(-0.5, 4.0, 2.0)
+        (0.0, 1.0)
+    """
+    low, high = (np.sqrt(np.maximum(bound, 0.0)) / reference_norm
+                 for bound in (squared_bias_low, squared_bias_high))
+    return (float(low), float(high)) if np.ndim(low) == 0 else (low, high)
+
+
+def snr_interval(mean_norm, draws, variance_low, variance_high, *,
+                 ball_level: float = 0.975):
+    """An interval for the signal-to-noise ratio `||E g|| / sqrt(tr Sigma)` of one draw.
+
+    With `N` draws the mean draw `m` is close to `N(E g, Sigma / N)`, and then
+    `||m - E g||^2 <= z^2 tr(Sigma) / N` with probability at least `ball_level`, where
+    `z = Phi^{-1}((1 + ball_level) / 2)`, whatever the covariance: a Gaussian quadratic form
+    `sum_i l_i Z_i^2` with `sum_i l_i = 1` exceeds an upper `chi^2_1` quantile above 1.5364
+    (of level `<= 0.215`) with probability at most that level (Szekely and Bakirov 2003). The triangle
+    inequality turns that ball into `||m|| - radius <= ||E g|| <= ||m|| + radius`; an interval
+    `[T_l, T_h]` of `tr(Sigma)` bounds the radius by `z sqrt(T_h / N)` and the denominator, so
+    the interval below holds with probability at least `ball_level + level(T) - 1`
+    (Bonferroni): 95% with two 97.5% parts.
+
+    `low = max(||m|| - z sqrt(T_h / N), 0) / sqrt(T_h)` and
+    `high = (||m|| + z sqrt(T_h / N)) / sqrt(T_l)` (infinite for `T_l <= 0`). A lower end of
+    0 means the signal is not distinguishable from Monte Carlo noise at these draws.
+
+    Args:
+        mean_norm: `||m||`, the norm of the mean of the draws.
+        draws: `N`.
+        variance_low: `T_l`, lower end of an interval of `tr(Sigma)`.
+        variance_high: `T_h`, its upper end.
+        ball_level: the coverage of the ball around `E g` (at most 0.785).
+
+    Returns:
+        `(low, high)` floats (NaN where an input is NaN, e.g. a run without groups).
+
+    Raises:
+        ValueError: `ball_level` outside `[0.785, 1)`.
+
+    Example:
+        >>> low, high = snr_interval(3.0, 100, 0.9, 1.1)
+        >>> round(low, 3), round(high, 3)
+        (2.636, 3.41)
+
+    References:
+        G. J. Szekely and N. K. Bakirov, "Extremal probabilities for Gaussian quadratic
+        forms", Probability Theory and Related Fields 126 (2003) 184-202.
+    """
+    if not 0.785 <= ball_level < 1:
+        raise ValueError(f"ball_level must be in [0.785, 1), got {ball_level}")
+    z = scipy_stats.norm.ppf(0.5 + ball_level / 2)
+    if np.isnan([mean_norm, draws, variance_low, variance_high]).any():
+        return np.nan, np.nan
+    if variance_high == 0:  # no noise: the ratio is infinite (or undefined for a zero mean)
+        return (np.inf, np.inf) if mean_norm > 0 else (np.nan, np.nan)
+    radius = z * np.sqrt(variance_high / draws)
+    low = max(mean_norm - radius, 0.0) / np.sqrt(variance_high)
+    high = (mean_norm + radius) / np.sqrt(variance_low) if variance_low > 0 else np.inf
+    return float(low), float(high)

@@ -14,7 +14,12 @@ import pandas as pd
 import torch
 
 from estimator_lab.montecarlo.accumulators import MomentAccumulator
-from estimator_lab.stats.intervals import group_mean, paired_ratio
+from estimator_lab.stats.intervals import (
+    group_mean,
+    paired_ratio,
+    relative_bias_interval,
+    snr_interval,
+)
 
 SUMMARY_COLUMNS = {
     "estimator": "registry name",
@@ -40,15 +45,23 @@ SUMMARY_COLUMNS = {
     "work_variance": "total_variance x evaluations_per_draw",
     "seconds_per_draw": "measured wall time per draw (noise and gradients, warm-up included)",
     "time_variance": "total_variance x seconds_per_draw",
+    "relative_bias_low": "95% interval of ||E g - r|| / ||r||: the squared-bias interval "
+                         "through sqrt(max(., 0)) / ||r|| (0: no bias detectable)",
+    "relative_bias_high": "upper end of that interval",
+    "snr_low": "95% interval of ||E g|| / sqrt(tr(Sigma)): a 97.5% ball around the mean draw "
+               "with a 97.5% group interval of tr(Sigma) (0: signal not detectable; NaN "
+               "without groups)",
+    "snr_high": "upper end of that interval",
 }
 
 
-def _interval(groups, store: str, name: str, rounding: float = 0.0) -> tuple[float, float, float]:
+def _interval(groups, store: str, name: str, rounding: float = 0.0,
+              confidence_level: float = 0.95) -> tuple[float, float, float]:
     values = getattr(groups, store, {}).get(name, {}) if groups is not None else {}
     if len(values) < 2:
         return np.nan, np.nan, np.nan
     result = group_mean(list(values.values()), rounding=rounding)
-    low, high = result.confidence_interval(0.95)
+    low, high = result.confidence_interval(confidence_level)
     return low, high, result.pvalue
 
 
@@ -91,6 +104,10 @@ def summary_frame(
             }
             row["total_variance_low"], row["total_variance_high"], _ = _interval(
                 accumulator.groups, "total_variance", name)
+            variance_low, variance_high, _ = _interval(
+                accumulator.groups, "total_variance", name, confidence_level=0.975)
+            row["snr_low"], row["snr_high"] = snr_interval(mean_norm, n, variance_low,
+                                                           variance_high)
             reference = references.get(name)
             if reference is not None:
                 r = reference.reshape(-1).double().to(moments.mean.device)
@@ -115,6 +132,8 @@ def summary_frame(
                     if r_norm > 0 else np.nan,
                     "mse": max(squared_bias, 0.0) + total,
                 }
+                row["relative_bias_low"], row["relative_bias_high"] = (
+                    relative_bias_interval(low, high, r_norm) if r_norm > 0 else (np.nan, np.nan))
             per_draw = accumulator.elapsed_s / n if accumulator.elapsed_s else np.nan
             cost = evaluations.get(estimator, np.nan)
             row |= {"evaluations_per_draw": cost, "work_variance": total * cost,

@@ -74,3 +74,33 @@ def test_paired_variance_ratio_covers_the_exact_ratio():
     truth = exact["reinforce-oracle"] / exact["reinforce"]
     assert row["ratio_low"] <= truth <= row["ratio_high"], (row.to_dict(), truth)
     assert row["bootstrap_low"] <= truth <= row["bootstrap_high"]
+
+
+def test_interval_columns_come_from_the_groups():
+    """The appended columns: the relative bias through the squared-bias interval, the SNR from
+    97.5% parts (ball and total-variance t interval); the existing columns are unchanged."""
+    from estimator_lab.stats.intervals import group_mean, relative_bias_interval, snr_interval
+
+    runs, gradient, frame = toy_summary()
+    assert list(frame.columns)[-4:] == ["relative_bias_low", "relative_bias_high", "snr_low",
+                                        "snr_high"]
+    for estimator in ["reinforce", "st"]:
+        row = frame.set_index(["estimator", "parameter"]).loc[(estimator, "theta")]
+        within = list(runs[estimator].groups.total_variance["theta"].values())
+        variance = group_mean(within).confidence_interval(0.975)
+        assert (row["snr_low"], row["snr_high"]) == snr_interval(row["mean_norm"], 2000,
+                                                                 *variance)
+        assert (row["relative_bias_low"], row["relative_bias_high"]) == relative_bias_interval(
+            row["squared_bias_low"], row["squared_bias_high"], row["reference_norm"])
+        assert row["snr_low"] <= row["snr"] <= row["snr_high"]
+    st = frame.set_index(["estimator", "parameter"]).loc[("st", "theta")]
+    assert 0 < st["relative_bias_low"] <= st["relative_bias"] <= st["relative_bias_high"]
+
+
+def test_without_groups_or_reference_the_interval_columns_are_empty():
+    problem = build_problem("toy:n=3,t=0.45", seed=1)
+    runs = run_draws(problem.graph, {"st": get_estimator("st")}, problem.batch, num_draws=100,
+                     seed=0)
+    frame = summary_frame(runs)
+    assert frame[["relative_bias_low", "relative_bias_high", "snr_low",
+                  "snr_high"]].isna().all().all()
