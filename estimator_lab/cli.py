@@ -1,20 +1,107 @@
 """The `estimator-lab` console script.
 
-Every command reports a bad input as one line on stderr and exits with status 2.
+Every command reports a bad input as one line on stderr and exits with status 2. Building the
+parser imports no torch, pandas or matplotlib (each command imports what it needs when it runs),
+so `--help`, every `COMMAND --help` and argument errors answer in about a bare Python start.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import math
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 from estimator_lab import __version__
+
+MAX_DRAWS = 10**9
+"""The most draws a command accepts (days of work even on the smallest graph)."""
+
+MAX_SEED = 2**32 - 1
+"""Seeds are integers from 0 to `MAX_SEED`."""
 
 
 class UsageError(Exception):
     """A user-facing error: printed as one line, exit status 2."""
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """`argparse.ArgumentParser` whose errors are one line, `estimator-lab: error: ...`, exit 2
+    (argparse prints the usage block as well; `--help` shows it)."""
+
+    def error(self, message: str):
+        self.exit(2, f"estimator-lab: error: {message} (see {self.prog} --help)\n")
+
+
+def _shown(text: str) -> str:
+    """`text` for an error message, cut to 40 characters."""
+    return repr(text if len(text) <= 40 else text[:37] + "...")
+
+
+def bounded_int(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse `type`: an integer from `low` to `high` (no upper bound for `None`).
+
+    Example:
+        >>> bounded_int(1, 10)("3")
+        3
+    """
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {_shown(text)}") from None
+        if value < low or (high is not None and value > high):
+            bound = f">= {low:,}" if high is None else f"from {low:,} to {high:,}"
+            raise argparse.ArgumentTypeError(f"expected an integer {bound}, got {_shown(text)}")
+        return value
+
+    return parse
+
+
+def open_unit_interval(text: str) -> float:
+    """An argparse `type`: a number strictly between 0 and 1 (a level such as `--alpha`)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {_shown(text)}")
+    return value
+
+
+def add_seed_argument(parser: argparse.ArgumentParser,
+                      meaning: str = "seeds the graph, its minibatch and every draw's noise"
+                      ) -> None:
+    """`--seed`, an integer from 0 to `MAX_SEED`, default 0; `meaning` says what it seeds."""
+    parser.add_argument("--seed", type=bounded_int(0, MAX_SEED), default=0,
+                        help=f"{meaning} (0 to {MAX_SEED}; default: %(default)s)")
+
+
+def add_draws_argument(parser: argparse.ArgumentParser, default: int) -> None:
+    """`--draws`, an integer from 2 to `MAX_DRAWS`."""
+    parser.add_argument("--draws", type=bounded_int(2, MAX_DRAWS), default=default,
+                        help=f"gradient draws per estimator (2 to {MAX_DRAWS:,}; "
+                             "default: %(default)s)")
+
+
+def format_duration(seconds: float) -> str:
+    """A wall time in words: `"4.2 s"`, `"1 min 32 s"`, `"2 h 05 min"`.
+
+    Example:
+        >>> format_duration(92.4)
+        '1 min 32 s'
+    """
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
 
 
 def _check_estimators(names, spec: str | None = None) -> None:
@@ -36,10 +123,16 @@ def _usage_error(error: KeyError | ValueError) -> UsageError:
     return UsageError(error.args[0] if isinstance(error, KeyError) else str(error))
 
 
+def _written(report, started: float) -> str:
+    """The closing line of a command that writes a report."""
+    return f"report written to {report} in {format_duration(time.perf_counter() - started)}"
+
+
 def _cmd_demo(args: argparse.Namespace) -> None:
     from estimator_lab.device import resolve_device
     from estimator_lab.studies.demo import DemoConfig, run_demo
 
+    started = time.perf_counter()
     try:
         config = DemoConfig(
             draws=args.draws, seed=args.seed, estimators=tuple(args.estimators.split(",")),
@@ -51,26 +144,31 @@ def _cmd_demo(args: argparse.Namespace) -> None:
     except (KeyError, ValueError) as error:
         raise _usage_error(error) from None
     report = run_demo(config, args.out, progress=not args.quiet)
-    print(f"report written to {report}")
+    print(_written(report, started))
 
 
 def _cmd_bias(args: argparse.Namespace) -> None:
+    from estimator_lab.device import resolve_device
     from estimator_lab.studies.bias import BiasConfig, run_bias
 
+    started = time.perf_counter()
     try:
         config = BiasConfig(
             graph=args.graph, estimators=tuple(args.estimators.split(",")), draws=args.draws,
             seed=args.seed, alpha=args.alpha, device=args.device,
         )
         _check_estimators(config.estimators, config.graph)
+        resolve_device(config.device)
     except (KeyError, ValueError) as error:  # GraphSpecError is a ValueError
         raise _usage_error(error) from None
-    print(f"report written to {run_bias(config, args.out, progress=not args.quiet)}")
+    print(_written(run_bias(config, args.out, progress=not args.quiet), started))
 
 
 def _cmd_variance(args: argparse.Namespace) -> None:
+    from estimator_lab.device import resolve_device
     from estimator_lab.studies.variance import VarianceConfig, run_variance
 
+    started = time.perf_counter()
     try:
         config = VarianceConfig(
             graph=args.graph, estimators=tuple(args.estimators.split(",")), draws=args.draws,
@@ -79,11 +177,12 @@ def _cmd_variance(args: argparse.Namespace) -> None:
             data_path=args.data, checkpoint=args.checkpoint, nan_policy=args.nan_policy,
         )
         _check_estimators(config.estimators, None if config.graph == "paper" else config.graph)
+        resolve_device(config.device)
     except (KeyError, ValueError) as error:  # GraphSpecError is a ValueError
         raise _usage_error(error) from None
     report = run_variance(config, args.out, progress=not args.quiet)
     if report is not None:  # under torchrun, rank 0 writes the report
-        print(f"report written to {report}")
+        print(_written(report, started))
 
 
 def _cmd_report(args: argparse.Namespace) -> None:
@@ -96,15 +195,22 @@ def _cmd_report(args: argparse.Namespace) -> None:
     print(f"report rewritten at {report}")
 
 
-def estimator_table():
-    """One row per registered estimator with its capability flags (a pandas DataFrame)."""
-    import pandas as pd
+ESTIMATOR_COLUMNS = ("name", "unbiased", "distribution", "evaluations_per_draw", "multilayer",
+                     "vmap")
+"""The columns of `estimator-lab estimators`' table of capability flags."""
 
+
+def estimator_rows() -> list[dict[str, object]]:
+    """One dict per registered estimator: its capability flags (`ESTIMATOR_COLUMNS`), class,
+    one-line description and reference (`registry.describe`: from its class docstring)."""
     from estimator_lab.estimators import available, get_estimator
+    from estimator_lab.estimators.registry import describe
 
     rows = []
     for name in available():
         estimator = get_estimator(name)
+        cls = type(estimator)
+        description, reference = describe(cls)
         rows.append({
             "name": name,
             "unbiased": estimator.is_unbiased,
@@ -112,13 +218,21 @@ def estimator_table():
             "evaluations_per_draw": estimator.evaluations_per_draw or "per graph",
             "multilayer": estimator.multilayer,
             "vmap": estimator.supports_vmap,
-            "class": f"{type(estimator).__module__}.{type(estimator).__qualname__}",
+            "class": f"{cls.__module__}.{cls.__qualname__}",
+            "description": description,
+            "reference": reference,
         })
-    return pd.DataFrame(rows)
+    return rows
 
 
 def _cmd_estimators(args: argparse.Namespace) -> None:
-    print(estimator_table().to_string(index=False))
+    rows = estimator_rows()
+    widths = {c: max(len(c), *(len(str(row[c])) for row in rows)) for c in ESTIMATOR_COLUMNS}
+    for row in [dict(zip(ESTIMATOR_COLUMNS, ESTIMATOR_COLUMNS, strict=True)), *rows]:
+        print("  ".join(f"{row[c]!s:<{widths[c]}}" for c in ESTIMATOR_COLUMNS).rstrip())
+    for row in rows:
+        print(f"\n{row['name']}: {row['description']}\n    {row['reference'] or 'no reference'}"
+              f" ({row['class']})")
 
 
 def _cmd_data_fetch(args: argparse.Namespace) -> None:
@@ -130,13 +244,16 @@ def _cmd_data_fetch(args: argparse.Namespace) -> None:
 def _cmd_data_info(args: argparse.Namespace) -> None:
     from estimator_lab.data import mnist_info
 
-    print(json.dumps(mnist_info(args.cache_dir), indent=2, default=str))
+    info = mnist_info(args.cache_dir)
+    print(json.dumps(info, indent=2, default=str))
+    if not info["exists"]:
+        raise UsageError(f"no MNIST cache at {info['path']} (estimator-lab data fetch)")
+    if info["valid"] is not True:
+        raise UsageError(f"the MNIST cache at {info['path']} is not valid: {info['error']}")
 
 
 def _delegate(module: str, args: argparse.Namespace) -> None:
     """Runs `module.main(args)`, turning its KeyError/ValueError on bad input into a usage error."""
-    import importlib
-
     try:
         importlib.import_module(module).main(args)
     except (KeyError, ValueError) as error:
@@ -150,12 +267,49 @@ SUBCOMMAND_MODULES = {
     "validate": ("estimator_lab.validation.command",
                  "validation battery and report card for an estimator proposal"),
 }
-"""Subcommands defined in their own modules: each has `add_arguments(parser)` and `main(args)`."""
+"""Subcommands defined in their own modules: each has `add_arguments(parser)` and `main(args)`;
+`add_arguments` imports no torch."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of `estimator-lab`."""
-    parser = argparse.ArgumentParser(
+def _add_study_arguments(parser: argparse.ArgumentParser, *, draws: int) -> None:
+    """The arguments `demo`, `bias` and `variance` share, after their own."""
+    parser.add_argument("--estimators", default="reinforce,st",
+                        help="comma-separated registry names, see `estimator-lab estimators` "
+                             "(default: %(default)s)")
+    add_draws_argument(parser, draws)
+    add_seed_argument(parser)
+    parser.add_argument("--device", default="auto",
+                        help="auto (CUDA if available, else CPU), cpu, cuda, cuda:1, ... "
+                             "(default: %(default)s)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_chunk_size(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--chunk-size", type=bounded_int(1), default=32,
+                        help="draws held in memory at once (default: %(default)s)")
+
+
+def _add_data(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", default=None,
+                        help="MNIST .npz file or IDX folder (default: the verified cache of "
+                             "`estimator-lab data fetch`)")
+
+
+def _report_kinds() -> str:
+    """The folder kinds `estimator-lab report` rebuilds, in words."""
+    from estimator_lab.studies.command import STUDIES
+
+    return f"demo, bias, variance, or run STUDY ({', '.join(STUDIES)})"
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser of `estimator-lab`.
+
+    Args:
+        command: the subcommand about to run; the arguments of `train`, `run` and `validate`
+            (defined in their own modules) are only added for that one (`None`: all).
+    """
+    parser = ArgumentParser(
         prog="estimator-lab",
         description="Statistics of gradient estimators through stochastic neurons.",
     )
@@ -165,92 +319,113 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo", help="variance of reinforce and st on the paper network; writes a report"
     )
-    demo.add_argument("--out", default="reports/demo", help="report folder (default: %(default)s)")
-    demo.add_argument("--draws", type=int, default=2000, help="draws per estimator")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--estimators", default="reinforce,st", help="comma-separated names")
-    demo.add_argument("--batch-size", type=int, default=32)
-    demo.add_argument("--chunk-size", type=int, default=32, help="draws held in memory at once")
-    demo.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    demo.add_argument("--data", default=None, help="MNIST npz file or IDX folder")
-    demo.add_argument("--quiet", action="store_true", help="no progress bar")
+    demo.add_argument("--out", default="runs/demo",
+                      help="report folder, replaced whole on success (default: %(default)s)")
+    _add_study_arguments(demo, draws=2000)
+    demo.add_argument("--batch-size", type=bounded_int(1), default=32,
+                      help="MNIST validation images in the fixed minibatch (default: %(default)s)")
+    _add_chunk_size(demo)
+    _add_data(demo)
     demo.set_defaults(run=_cmd_demo)
 
     bias = commands.add_parser(
         "bias", help="estimators on a small graph against its exact gradient; writes a report"
     )
     bias.add_argument("--graph", required=True,
-                      help="toy:n=4,t=0.45 | sbn:4-4-4 | tiny-conditional:gates=12")
-    bias.add_argument("--estimators", default="reinforce,st", help="comma-separated names")
-    bias.add_argument("--draws", type=int, default=10_000)
-    bias.add_argument("--seed", type=int, default=0)
-    bias.add_argument("--alpha", type=float, default=0.01, help="family-wise level (Holm)")
-    bias.add_argument("--device", default="auto")
-    bias.add_argument("--out", required=True, help="report folder")
-    bias.add_argument("--quiet", action="store_true", help="no progress bar")
+                      help="small graph spec: toy:n=4,t=0.45 | toy:logits=0.5/-1,t=0.3 | "
+                           "sbn:4-4-4[,inputs=8,batch=2,scale=2] | "
+                           "tiny-conditional:gates=12[,hidden=8,batch=4]")
+    bias.add_argument("--out", required=True, help="report folder, replaced whole on success")
+    _add_study_arguments(bias, draws=10_000)
+    bias.add_argument("--alpha", type=open_unit_interval, default=0.01,
+                      help="family-wise level of the bias tests, Holm over the coordinates of "
+                           "each estimator (default: %(default)s)")
     bias.set_defaults(run=_cmd_bias)
 
     variance = commands.add_parser(
         "variance", help="variance and bias per parameter group, full paper network or small graph"
     )
     variance.add_argument("--graph", default="paper", help="paper | toy:... | sbn:... | "
-                          "tiny-conditional:... (default: %(default)s)")
-    variance.add_argument("--estimators", default="reinforce,st", help="comma-separated names")
-    variance.add_argument("--draws", type=int, default=1000)
-    variance.add_argument("--seed", type=int, default=0)
+                          "tiny-conditional:... (see bias --help; default: %(default)s)")
+    variance.add_argument("--out", required=True, help="report folder, replaced whole on success")
+    _add_study_arguments(variance, draws=1000)
     variance.add_argument("--parameters", default=None,
-                          help="state dict of the paper network (default: seeded init)")
-    variance.add_argument("--chunk-size", type=int, default=32)
-    variance.add_argument("--group-size", type=int, default=50,
-                          help="draws per batch-means group for intervals")
-    variance.add_argument("--alpha", type=float, default=0.01)
-    variance.add_argument("--device", default="auto")
-    variance.add_argument("--data", default=None, help="MNIST npz file or IDX folder")
+                          help="state dict of the paper network (default: seeded initialisation)")
+    _add_chunk_size(variance)
+    variance.add_argument("--group-size", type=bounded_int(1), default=50,
+                          help="draws per batch-means group for intervals (default: %(default)s)")
+    variance.add_argument("--alpha", type=open_unit_interval, default=0.01,
+                          help="level of the bias tests (default: %(default)s)")
+    _add_data(variance)
     variance.add_argument("--checkpoint", default=None,
-                          help="checkpoint file: written periodically, resumed if present")
-    variance.add_argument("--nan-policy", choices=["raise", "skip"], default="raise")
-    variance.add_argument("--out", required=True, help="report folder")
-    variance.add_argument("--quiet", action="store_true", help="no progress bar")
+                          help="checkpoint file: written periodically, resumed if present "
+                               "(default: none)")
+    variance.add_argument("--nan-policy", choices=["raise", "skip"], default="raise",
+                          help="a draw with a non-finite value stops the run, or is skipped and "
+                               "counted (default: %(default)s)")
     variance.set_defaults(run=_cmd_variance)
 
     report = commands.add_parser(
         "report", help="rewrite a study folder's report from its saved results (nothing rerun)"
     )
-    report.add_argument("folder", metavar="DIR", help="a folder written by demo or bias")
+    report.add_argument("folder", metavar="DIR",
+                        help=f"a folder written by {_report_kinds()}")
     report.set_defaults(run=_cmd_report)
 
     estimators = commands.add_parser(
-        "estimators", help="list the registered estimators (built-in and plugins) and their flags"
+        "estimators", help="list the registered estimators (built-in and plugins): flags, "
+                           "description, reference"
     )
     estimators.set_defaults(run=_cmd_estimators)
 
     data = commands.add_parser("data", help="MNIST: fetch and verify, or describe the cache")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    cache_help = ("cache folder (default: $ESTIMATOR_LAB_DATA, else $XDG_CACHE_HOME/estimator_lab, "
+                  "else ~/.cache/estimator_lab)")
     fetch = data_commands.add_parser("fetch", help="download, verify and cache MNIST")
-    fetch.add_argument("--cache-dir", default=None, help="default: $ESTIMATOR_LAB_DATA or ~/.cache")
+    fetch.add_argument("--cache-dir", default=None, help=cache_help)
     fetch.add_argument("--force", action="store_true", help="fetch again even if cached")
     fetch.set_defaults(run=_cmd_data_fetch)
-    info = data_commands.add_parser("info", help="describe the cached MNIST")
-    info.add_argument("--cache-dir", default=None)
+    info = data_commands.add_parser(
+        "info", help="describe the cached MNIST as JSON; exit status 2 when it is missing or "
+                     "not valid", description="Prints the cache's description as JSON; exits "
+                     "with status 0 when the cache is there and valid, else 2.")
+    info.add_argument("--cache-dir", default=None, help=cache_help)
     info.set_defaults(run=_cmd_data_info)
 
-    import importlib
-
     for name, (module, help_text) in SUBCOMMAND_MODULES.items():
-        sub = commands.add_parser(name, help=help_text)
-        importlib.import_module(module).add_arguments(sub)
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        if command in (None, name):
+            importlib.import_module(module).add_arguments(sub)
         sub.set_defaults(run=lambda args, module=module: _delegate(module, args))
     return parser
 
 
+def _command(argv: Sequence[str]) -> str:
+    """The subcommand `argv` names: its first word that is not an option (`""` if none)."""
+    return next((word for word in argv if not word.startswith("-")), "")
+
+
+def _is_user_error(error: Exception) -> bool:
+    """Whether `error` is a user-facing one: a `UsageError` or an `MNISTError` (checked only
+    when the data module, which alone raises it, was imported)."""
+    mnist = sys.modules.get("estimator_lab.data.mnist")
+    return isinstance(error, UsageError) or (mnist is not None
+                                             and isinstance(error, mnist.MNISTError))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs `estimator-lab`; returns the exit status (2 for a user-facing error)."""
-    from estimator_lab.data import MNISTError
-
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        args = build_parser(_command(argv)).parse_args(argv)
+    except SystemExit as exit:  # --help, --version, or an argument error already printed
+        return exit.code
     try:
         args.run(args)
-    except (UsageError, MNISTError) as error:
+    except Exception as error:
+        if not _is_user_error(error):
+            raise
         print(f"estimator-lab: error: {error}", file=sys.stderr)
         return 2
     return 0

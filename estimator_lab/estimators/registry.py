@@ -7,6 +7,8 @@ group (`name = "package.module:Class"`) or call `register_estimator(name)` at im
 from __future__ import annotations
 
 import difflib
+import inspect
+import re
 from collections.abc import Callable
 from importlib.metadata import entry_points
 
@@ -63,3 +65,32 @@ def get_estimator(name: str, **hyper) -> GradientEstimator:
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise KeyError(f"unknown estimator {name!r}{hint} (available: {', '.join(available())})")
     return _REGISTRY[name](**hyper)
+
+
+_SECTION = re.compile(r"^[A-Z][A-Za-z ]*:$")
+"""A Google docstring section header (`Args:`, `References:`, ...)."""
+
+
+def describe(cls: type[GradientEstimator]) -> tuple[str, str]:
+    """An estimator class's one-line description and its reference, from its docstring.
+
+    The description is the docstring's first paragraph on one line; the reference is its
+    `References:` section on one line, taken from the nearest class of the MRO that has one
+    (so a variant inherits its family's), or `""` where none has.
+
+    Example:
+        >>> from estimator_lab.estimators import get_estimator
+        >>> describe(type(get_estimator("reinforce")))[1]
+        'Williams (1992); Bengio, Léonard, Courville (2013), Theorem 1.'
+    """
+    description = " ".join((inspect.getdoc(cls) or "").split("\n\n")[0].split())
+    for klass in cls.__mro__:
+        lines = inspect.cleandoc(klass.__dict__.get("__doc__") or "").splitlines()
+        if "References:" in lines:
+            section = []
+            for line in lines[lines.index("References:") + 1:]:
+                if _SECTION.match(line):
+                    break
+                section.append(line)
+            return description, " ".join(" ".join(section).split())
+    return description, ""

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import time
+
+from estimator_lab.cli import add_seed_argument, format_duration
 
 STUDIES = {
     "bias_small_graphs": ("estimator_lab.studies.bias_small_graphs:run",
@@ -25,12 +28,12 @@ STUDIES = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments of `estimator-lab run`."""
-    parser.add_argument("study", metavar="STUDY", help=", ".join(STUDIES))
+    parser.add_argument("study", metavar="STUDY", help="one of " + ", ".join(STUDIES))
     parser.add_argument("--quick", action="store_true",
                         help="tiny configuration (minutes on a CPU), for smoke tests")
     parser.add_argument("--out", default=None, help="report folder (default: reports/STUDY, "
                         "or reports/STUDY-quick with --quick)")
-    parser.add_argument("--seed", type=int, default=0)
+    add_seed_argument(parser, "seeds the study's graphs, data subsets and draws")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
 
 
@@ -38,9 +41,10 @@ def main(args: argparse.Namespace) -> None:
     """Runs the named study and prints where its report is."""
     if args.study not in STUDIES:
         raise KeyError(f"unknown study {args.study!r}; choose one of {', '.join(STUDIES)}")
+    started = time.perf_counter()
     target, _ = STUDIES[args.study]
     module, function = target.split(":")
     out = args.out or f"reports/{args.study}{'-quick' if args.quick else ''}"
     run = getattr(importlib.import_module(module), function)
     report = run(out, quick=args.quick, seed=args.seed, progress=not args.quiet)
-    print(f"report written to {report}")
+    print(f"report written to {report} in {format_duration(time.perf_counter() - started)}")

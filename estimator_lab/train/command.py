@@ -7,23 +7,35 @@ atomically; running the same command again resumes from `last.pt`.
 from __future__ import annotations
 
 import argparse
+import time
+
+from estimator_lab.cli import add_seed_argument, bounded_int, format_duration
+
+CONFIGS = ("noisy-rectifier", "straight-through", "sts", "sbn", "baseline-rectifier",
+           "baseline-sigmoid-noise", "baseline-sigmoid")
+"""The names of `train.gaters.PAPER_GATERS`, in its order, for the help without importing torch
+(`tests/test_cli.py` checks they agree)."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The arguments of `estimator-lab train`."""
-    from estimator_lab.train.gaters import PAPER_GATERS
-
-    parser.add_argument("config", metavar="CONFIG", help=", ".join(PAPER_GATERS))
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--epochs", type=int, default=200, help="maximum epochs")
-    parser.add_argument("--patience", type=int, default=30,
-                        help="stop after this many epochs without a better validation error")
-    parser.add_argument("--train-size", type=int, default=None,
+    """The arguments of `estimator-lab train` (no torch import)."""
+    parser.add_argument("config", metavar="CONFIG", help="one of " + ", ".join(CONFIGS))
+    add_seed_argument(parser, "seeds the initial weights, the data order and the gate noise")
+    parser.add_argument("--epochs", type=bounded_int(1), default=200,
+                        help="maximum epochs (default: %(default)s)")
+    parser.add_argument("--patience", type=bounded_int(1), default=30,
+                        help="stop after this many epochs without a better validation error "
+                             "(default: %(default)s)")
+    parser.add_argument("--train-size", type=bounded_int(1), default=None,
                         help="first N training images (default: all 50,000)")
-    parser.add_argument("--eval-size", type=int, default=None,
+    parser.add_argument("--eval-size", type=bounded_int(1), default=None,
                         help="first N validation and test images (default: all 10,000)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, ...")
-    parser.add_argument("--data", default=None, help="MNIST npz file or IDX folder")
+    parser.add_argument("--device", default="auto",
+                        help="auto (CUDA if available, else CPU), cpu, cuda, ... "
+                             "(default: %(default)s)")
+    parser.add_argument("--data", default=None,
+                        help="MNIST .npz file or IDX folder (default: the verified cache of "
+                             "`estimator-lab data fetch`)")
     parser.add_argument("--out", default=None,
                         help="run folder (default: runs/paper/CONFIG-seedS); resumed if present")
     parser.add_argument("--set", dest="overrides", action="append", default=[],
@@ -57,6 +69,7 @@ def main(args: argparse.Namespace) -> None:
     from estimator_lab.device import resolve_device
     from estimator_lab.train.trainer import TrainConfig, train_gater
 
+    started = time.perf_counter()
     config = TrainConfig(
         gater=args.config, seed=args.seed, max_epochs=args.epochs, patience=args.patience,
         train_size=args.train_size, eval_size=args.eval_size,
@@ -66,4 +79,5 @@ def main(args: argparse.Namespace) -> None:
     out = args.out or f"runs/paper/{args.config}-seed{args.seed}"
     result = train_gater(config, out, progress=not args.quiet)
     print(f"{args.config}: best epoch {result.best_epoch}, valid {result.valid_error:.2f} %, "
-          f"test {result.test_error:.2f} %; run folder {out}")
+          f"test {result.test_error:.2f} %; run folder {out} "
+          f"in {format_duration(time.perf_counter() - started)}")

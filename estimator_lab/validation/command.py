@@ -10,6 +10,9 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+import time
+
+from estimator_lab.cli import add_seed_argument, format_duration
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,9 +25,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="small-graph specs separated by ';' (default: the budget's), "
                              "e.g. 'toy:n=4,t=0.45;sbn:3-2'")
     parser.add_argument("--out", default=None,
-                        help="report card folder (default: reports/validate/TARGET)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
-    parser.add_argument("--seed", type=int, default=0)
+                        help="report card folder (default: reports/validate/TARGET, TARGET "
+                             "with characters other than letters, digits, '_.-' replaced by _)")
+    parser.add_argument("--device", default="auto",
+                        help="auto (CUDA if available, else CPU), cpu, cuda, cuda:1, ... "
+                             "(default: %(default)s)")
+    add_seed_argument(parser, "seeds every check of the battery")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -38,6 +44,7 @@ def main(args: argparse.Namespace) -> None:
     from estimator_lab.validation.budget import BUDGETS
     from estimator_lab.validation.target import resolve_target
 
+    started = time.perf_counter()
     budget = BUDGETS[args.budget]
     if args.graphs is not None:
         graphs = tuple(s.strip() for s in args.graphs.split(";") if s.strip())
@@ -56,6 +63,6 @@ def main(args: argparse.Namespace) -> None:
                                command=command)
     print(result.summary())
     print(f"{'FAIL' if not result.passed else 'PASS'}: report card written to {report} "
-          f"({result.wall_time_s:.0f} s)")
+          f"in {format_duration(time.perf_counter() - started)}")
     if not result.passed:
         sys.exit(1)

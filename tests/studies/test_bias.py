@@ -59,7 +59,7 @@ def test_bias_command_writes_every_file(tmp_path, capsys):
         (["--graph", "toy:n=64"], "exceed the enumeration limit"),
         (["--graph", "toy:n=3,,="], "malformed graph spec"),
         (["--graph", "toy:n=3", "--estimators", "reinforse"], "unknown estimator 'reinforse'"),
-        (["--graph", "toy:n=3", "--draws", "1"], "draws must be >= 2"),
+        (["--graph", "toy:n=3", "--draws", "1"], "argument --draws: expected an integer from 2"),
         (["--graph", "sbn:2-2", "--estimators", "local-expectation"],
          "'local-expectation' supports one gate layer; SigmoidBeliefNet has layers (2, 2)"),
     ],
