@@ -185,3 +185,29 @@ def variance_ratio_frame(
                          "bootstrap_low": boot_low, "bootstrap_high": boot_high,
                          "groups": ratio.groups})
     return pd.DataFrame(rows, columns=RATIO_COLUMNS)
+
+
+def with_interval_columns(summary: pd.DataFrame) -> pd.DataFrame:
+    """`summary` with any of the interval columns it lacks appended (tables of older runs).
+
+    `relative_bias_low`/`_high` are derived from the squared-bias interval and
+    `reference_norm`, exactly as `summary_frame` computes them; `snr_low`/`_high` need the
+    run's groups and are NaN when missing.
+
+    Args:
+        summary: rows with at least the `squared_bias_low`, `squared_bias_high` and
+            `reference_norm` columns of `SUMMARY_COLUMNS`.
+
+    Returns:
+        a copy with `relative_bias_low`, `relative_bias_high`, `snr_low` and `snr_high`.
+    """
+    summary = summary.copy()
+    if not {"relative_bias_low", "relative_bias_high"} <= set(summary.columns):
+        norm = summary["reference_norm"].where(summary["reference_norm"] > 0)
+        summary["relative_bias_low"], summary["relative_bias_high"] = relative_bias_interval(
+            summary["squared_bias_low"].to_numpy(float), summary["squared_bias_high"].to_numpy(
+                float), norm.to_numpy(float))
+    for column in ("snr_low", "snr_high"):
+        if column not in summary.columns:
+            summary[column] = np.nan
+    return summary

@@ -138,3 +138,26 @@ def test_duplicate_table_label():
     report = Report("t", {}).add_table(VARIANCE, "Variance")
     with pytest.raises(ValueError, match="table label 'tab:variance' is already used"):
         report.add_table(SUMMARY, "variance!")
+
+
+def test_interval_columns_and_noise_note():
+    from estimator_lab.reporting.markdown import format_interval, interval_columns, noise_note
+
+    rows = pd.DataFrame({
+        "estimator": ["reinforce", "st", "rloo"], "parameter": ["w", "w", "w"],
+        "relative_bias": [7.58, 3.01, 0.0], "relative_bias_low": [0.0, 2.9, 0.0],
+        "relative_bias_high": [12.1, 3.12, 0.5], "snr": [0.0, 52.9, 1.0],
+        "snr_low": [0.0, 52.0, float("nan")], "snr_high": [0.1, 53.8, float("nan")],
+    })
+    written = interval_columns(rows, ["relative_bias", "snr"])
+    assert list(written.columns) == ["estimator", "parameter", "relative_bias", "snr"]
+    assert list(written["relative_bias"]) == ["7.58 [0, 12.1]", "3.01 [2.9, 3.12]", "0 [0, 0.5]"]
+    assert list(written["snr"]) == ["0 [0, 0.1]", "52.9 [52, 53.8]", "1"]
+    assert format_interval(2e-7, 1e-7, 3e-7) == "2.00e-07 [1.00e-07, 3.00e-07]"
+    # Only a positive figure whose interval reaches 0 is called noise (rloo's 0 is not quoted).
+    assert noise_note(rows, "relative_bias") == (
+        "`relative_bias` is Monte Carlo noise at these draws (its 95% interval reaches 0) for "
+        "`reinforce` `w` (7.58 [0, 12.1]).")
+    assert noise_note(rows, "snr") == ""
+    with pytest.raises(ValueError, match="'snr_low'"):
+        interval_columns(rows.drop(columns="snr_low"), ["snr"])

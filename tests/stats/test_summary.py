@@ -104,3 +104,16 @@ def test_without_groups_or_reference_the_interval_columns_are_empty():
     frame = summary_frame(runs)
     assert frame[["relative_bias_low", "relative_bias_high", "snr_low",
                   "snr_high"]].isna().all().all()
+
+
+def test_with_interval_columns_rebuilds_the_relative_bias_interval_of_older_tables():
+    from estimator_lab.stats.summary import with_interval_columns
+
+    *_, frame = toy_summary()
+    old = frame.drop(columns=["relative_bias_low", "relative_bias_high", "snr_low", "snr_high"])
+    rebuilt = with_interval_columns(old)
+    pd.testing.assert_frame_equal(
+        rebuilt.drop(columns=["snr_low", "snr_high"]),
+        frame.drop(columns=["snr_low", "snr_high"]), check_exact=True)
+    assert rebuilt[["snr_low", "snr_high"]].isna().all().all()
+    pd.testing.assert_frame_equal(with_interval_columns(frame), frame, check_exact=True)
