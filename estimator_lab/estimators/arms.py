@@ -29,7 +29,8 @@ Copulas:
 For `n = 2` both copulas give the antithetic pair `(u, 1 - u)`, `1 - rho = 1 / max(p, 1 - p)`,
 and ARMS is DisARM: `(L(b_1) - L(b_2)) (b_1 - b_2) sigmoid(|a|) / 2`. With the Dirichlet copula
 and `n = 2` the noise `w` gives `u_1 = 1 - w`, `u_2 = w`: ARMS under noise `w[None]` is DisARM
-under noise `w`, draw by draw.
+draw by draw under noise `1 - w` on the gates with `p <= 1/2` and `w` on the others (the
+mirrored samples above 1/2 pair the gates across coordinates differently; same law).
 
 Exact moments: for the Dirichlet copula with `n = 2` the draw is piecewise constant in `w`
 between `p` and `1 - p`, so `exact_moments`' quadrature (`quadrature_points=1`,
