@@ -15,9 +15,10 @@ parameter space (`m -> 0`), where DisARM's relative variance explodes.
 DisARM's draw on gate `i` is `M_i / 2 (L(b) - L(b~)) (b_i - b~_i)`: nonzero with probability
 `2 m_i`, where `L(b) - L(b~) = +-Delta_i(b_{-i}) + R_i`, `R_i` the change due to the other gates
 of the antithetic pair. Without `R_i` its second moment is `m_i M_i^2 E[Delta_i^2] / 2`, so
-bitflip-1 on `K` gates is the smaller one exactly when `K m_i <= 1/2`. UGC uses bitflip-1 on
-the largest set `S` of the gates nearest the boundary with `|S| m_i <= 1/2` for every `i in S`
-(the `K` smallest `m_i`, `K` the largest with `m_(K) <= 1 / (2K)`), and DisARM on the others.
+bitflip-1 on `K` gates is the smaller one exactly when `K m_i < 1/2`. UGC uses bitflip-1 on
+the largest set `S` of the gates nearest the boundary with `|S| m_i < 1/2` for every `i in S`
+(the `K` smallest `m_i`, `K` the largest with `m_(K) < 1 / (2K)`), and DisARM on the others;
+with one gate in `S` that is every gate with `p != 1/2`, where DisARM's draw is constant.
 The claim of the paper, uniformly lower variance than DisARM, is checked exactly (not assumed)
 by `analyses/ugc_claim`: the cross term `R_i` can make DisARM's variance smaller.
 
@@ -59,7 +60,7 @@ def boundary_gates(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
     Returns:
         `order` (`... x G`, gate indices by increasing `m`) and `count` (`...`, the largest `K`
-        with `m_(K) <= 1 / (2K)`, 0 when none): the set is `order[..., :count]`.
+        with `m_(K) < 1 / (2K)`, 0 when none): the set is `order[..., :count]`.
 
     Example:
         >>> order, count = boundary_gates(torch.tensor([[0.0, -4.0, 3.0]]))
@@ -69,7 +70,7 @@ def boundary_gates(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     p = torch.sigmoid(logits)
     smallest, order = torch.sort(torch.minimum(p, 1 - p), dim=-1, stable=True)
     ranks = torch.arange(1, logits.shape[-1] + 1, dtype=logits.dtype, device=logits.device)
-    return order, (2 * ranks * smallest <= 1).sum(-1)
+    return order, (2 * ranks * smallest < 1).sum(-1)
 
 
 def flip_one(
@@ -189,13 +190,13 @@ class UGC(_OneFlip):
     """Unbiased gradient variance clipping: bitflip-1 near the boundary, DisARM elsewhere.
 
     Per example, the gates `S` nearest the boundary (`boundary_gates`: the `K` smallest
-    `m_i = min(p_i, 1 - p_i)` with `K m_i <= 1/2`) get bitflip-1 among themselves,
+    `m_i = min(p_i, 1 - p_i)` with `K m_i < 1/2`) get bitflip-1 among themselves,
     `K 1[j = i] sigmoid'(a_i) Delta_i` with `j` uniform on `S`; the others get DisARM's
     `1/2 (L(b) - L(b~)) (-1)^{b~_i} 1[b_i != b~_i] sigmoid(|a_i|)`, on the antithetic pair
     `b = 1[u < p]`, `b~ = 1[1 - u < p]`. Both parts are unbiased coordinate by coordinate, so
     the draw is. Three loss evaluations (`b`, `b~`, `b` with gate `j` flipped); parameters the
     loss touches directly get DisARM's `(grad L(b) + grad L(b~)) / 2`. With `S` empty it is
-    DisARM draw by draw (under the same `u`).
+    DisARM draw by draw (under the same `u`): only when every `p = 1/2`.
 
     Example:
         >>> from estimator_lab.graphs.toy import ToyGraph
