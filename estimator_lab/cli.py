@@ -11,6 +11,7 @@ import argparse
 import importlib
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -180,6 +181,8 @@ def _cmd_variance(args: argparse.Namespace) -> None:
         resolve_device(config.device)
     except (KeyError, ValueError) as error:  # GraphSpecError is a ValueError
         raise _usage_error(error) from None
+    if args.parameters is not None and not os.path.isfile(args.parameters):
+        raise UsageError(f"--parameters {args.parameters}: no such file")
     report = run_variance(config, args.out, progress=not args.quiet)
     if report is not None:  # under torchrun, rank 0 writes the report
         print(_written(report, started))
