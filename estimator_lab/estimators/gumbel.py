@@ -52,6 +52,31 @@ class _Relaxed(TemperatureEstimator):
     is_unbiased = False
     multilayer = True
 
+    def quadrature_breakpoints(self, logits: torch.Tensor) -> torch.Tensor:
+        """Where the draw jumps or changes on the scale `tau`, as uniforms: a `15 x G` tensor.
+
+        In `x = a + l` the draw is `s (1 - s) / tau` times a smooth factor (and, for
+        `st-gumbel`, a jump at `x = 0`), with `s = sigmoid(x / tau)`: a kernel of width `tau`
+        around `x = 0`, which is `u = p`. The cells are cut at `x = 0` and at
+        `x = +-tau 2^k`, `k = -1 .. 5`, graded geometrically away from the kernel (beyond
+        `32 tau` it is below `e^-32` of its peak), mapped to `u = sigmoid(a - x)`. Fixed cuts
+        at `p` and `1 - p` alone leave a kernel of width `tau p (1 - p)` in `u` to a few nodes
+        once `tau` is small.
+
+        Args:
+            logits: the `G` gate logits of one example.
+
+        Example:
+            >>> cuts = Gumbel(0.01).quadrature_breakpoints(torch.tensor([0.0]))
+            >>> cuts[6:9, 0]  # a + l = -tau / 2, 0, tau / 2: u = sigmoid(0.005), p, ...
+            tensor([0.5012, 0.5000, 0.4988])
+        """
+        offsets = self.temperature * 2.0 ** torch.arange(
+            -1, 6, dtype=logits.dtype, device=logits.device)
+        zero = torch.zeros(1, dtype=logits.dtype, device=logits.device)
+        x = torch.cat([-offsets.flip(0), zero, offsets])
+        return torch.sigmoid(logits.unsqueeze(0) - x.unsqueeze(1))
+
 
 @register_estimator("gumbel")
 class Gumbel(_Relaxed):

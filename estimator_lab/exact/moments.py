@@ -7,9 +7,17 @@ noise. Two cases are exact:
   the integral is a finite sum over gate configurations (per gate-sample copy), each cell
   represented by the midpoint of its noise interval, layer by layer.
 - Other single-layer estimators with at most `max_quadrature_dims` uniforms per example: a
-  tensor-product Gauss-Legendre rule on `[0, 1]` split where the draw jumps or kinks
-  (`estimator.quadrature_breakpoints`: `p_i` and `1 - p_i` by default), so the integrand is
-  smooth on every cell and the rule converges fast.
+  tensor-product Gauss-Legendre rule on `[0, 1]` split where the draw jumps, kinks or changes
+  on a short scale (`estimator.quadrature_breakpoints`: `p_i` and `1 - p_i` by default), so
+  the integrand is smooth on every cell and the rule converges fast.
+
+Quadrature is exact only to its accuracy, so it reports it: the same cells are integrated with
+`k` and `k // 2` nodes per cell and dimension, and `|Q_k - Q_{k/2}|` per coordinate is the error
+estimate (`mean_error`, `variance_error`). When the rule has converged this bounds the error of
+`Q_{k/2}` and overstates that of the returned `Q_k`. A value whose estimate exceeds
+`quadrature_rtol` times its tensor's largest magnitude is labelled
+`method = "approximate quadrature"`, not `"quadrature"`. Enumeration is exact up to rounding
+(its error estimates are zero).
 
 Examples are independent: the draw is `(1/B) sum_j g_j` with `g_j` a function of example `j`'s
 noise, so the mean is `(1/B) sum_j E[g_j]` and the variance `(1/B^2) sum_j Var[g_j]`. This
@@ -49,14 +57,20 @@ class ExactMoments:
     Attributes:
         mean: name -> tensor of the parameter's (or gate logits') shape.
         variance: name -> tensor of the same shape.
-        method: `"enumeration"` or `"quadrature"`.
-        atoms: noise points visited per example.
+        method: `"enumeration"`, `"quadrature"` (every error estimate within the requested
+            relative accuracy) or `"approximate quadrature"` (some estimate beyond it).
+        atoms: noise points visited per example (both quadrature rules together).
+        mean_error: name -> the estimated absolute error of `mean`, per coordinate (zeros for
+            enumeration).
+        variance_error: name -> the same for `variance`.
     """
 
     mean: dict[str, torch.Tensor]
     variance: dict[str, torch.Tensor]
     method: str
     atoms: int
+    mean_error: dict[str, torch.Tensor]
+    variance_error: dict[str, torch.Tensor]
 
 
 def _example(batch: tuple[torch.Tensor, ...], j: int) -> tuple[torch.Tensor, ...]:
@@ -128,6 +142,7 @@ def exact_moments(
     max_configurations: int = DEFAULT_MAX_CONFIGURATIONS,
     quadrature_points: int = 24,
     max_quadrature_dims: int = 2,
+    quadrature_rtol: float = 1e-6,
     chunk_size: int = 2048,
 ) -> ExactMoments:
     """The exact mean and per-coordinate variance of `estimator`'s draws on `graph`.
@@ -139,8 +154,11 @@ def exact_moments(
         state: a frozen state shared by every example.
         parameters: names of the parameters to track (default: all).
         max_configurations: the enumeration guard, per example.
-        quadrature_points: Gauss-Legendre nodes per cell and noise dimension.
+        quadrature_points: Gauss-Legendre nodes per cell and noise dimension (`>= 2`; the
+            error estimate uses half as many).
         max_quadrature_dims: most uniforms per example for quadrature.
+        quadrature_rtol: the accuracy a quadrature value must reach, relative to the largest
+            magnitude of its tensor, to be labelled `"quadrature"`.
         chunk_size: noise atoms evaluated at once.
 
     Returns:
@@ -148,7 +166,10 @@ def exact_moments(
 
     Raises:
         NotComputable: when neither enumeration nor quadrature applies, saying why.
+        ValueError: when `quadrature_points < 2`.
     """
+    if quadrature_points < 2:
+        raise ValueError(f"quadrature_points must be >= 2, got {quadrature_points}")
     state = estimator.init(graph) if state is None else state
     batch_size = batch[0].shape[0]
     per_example = [
@@ -159,18 +180,35 @@ def exact_moments(
         )
         for j in range(batch_size)
     ]
-    mean, variance = {}, {}
-    for name in per_example[0][0]:
-        means = [m[name] for m, _, _, _ in per_example]
-        variances = [v[name] for _, v, _, _ in per_example]
-        if name == GATE_LOGITS:  # example j owns row j of the batch's logits
-            mean[name] = torch.cat(means) / batch_size
-            variance[name] = torch.cat(variances) / batch_size**2
-        else:
-            mean[name] = torch.stack(means).sum(0) / batch_size
-            variance[name] = torch.stack(variances).sum(0) / batch_size**2
-    _, _, method, atoms = per_example[0]
-    return ExactMoments(mean, variance, method, atoms)
+    # The mean and its error average the examples' (1/B), the variance and its error add up
+    # the examples' variances (1/B^2).
+    mean, variance, mean_error, variance_error = (
+        _batch_total([example[k] for example in per_example], batch_size**power)
+        for k, power in ((0, 1), (1, 2), (2, 1), (3, 2))
+    )
+    method, atoms = per_example[0][4:]
+    if method == "quadrature" and not all(
+        _within(error[name], value[name], quadrature_rtol)
+        for value, error in ((mean, mean_error), (variance, variance_error)) for name in value
+    ):
+        method = "approximate quadrature"
+    return ExactMoments(mean, variance, method, atoms, mean_error, variance_error)
+
+
+def _batch_total(per_example: list[dict[str, torch.Tensor]], scale: int) -> dict:
+    """Per-example tensors combined over the batch and divided by `scale`: the gate logits'
+    rows concatenated (example `j` owns row `j`), every parameter's tensors summed."""
+    total = {}
+    for name in per_example[0]:
+        tensors = [example[name] for example in per_example]
+        total[name] = (torch.cat(tensors) if name == GATE_LOGITS
+                       else torch.stack(tensors).sum(0)) / scale
+    return total
+
+
+def _within(error: torch.Tensor, value: torch.Tensor, rtol: float) -> bool:
+    """Whether every `error` is at most `rtol` times the largest `|value|`."""
+    return bool((error <= rtol * value.abs().max()).all())
 
 
 def _example_moments(
@@ -185,37 +223,59 @@ def _example_moments(
     max_quadrature_dims: int,
     chunk_size: int,
 ):
-    """Mean and variance of the draws of a one-example batch, the method, and the atom count."""
+    """Mean and variance of the draws of a one-example batch, their error estimates, the
+    method, and the atom count."""
     with torch.no_grad():
         prepared = graph.prepare(example)
     noise_shape = tuple(estimator.noise_shape(graph, prepared))
     dtype, device = prepared.logits.dtype, prepared.logits.device
+    def moments(chunks):
+        return _weighted_moments(graph, estimator, example, noise_shape, chunks, state=state,
+                                 parameters=parameters)
+
     if estimator.discrete_noise:
         copies = _copies(noise_shape, graph.num_gates)
         check_enumerable(copies * graph.num_gates, max_configurations)
-        method = "enumeration"
-        chunks = (
+        mean, variance, atoms = moments(
             _enumeration_atoms(graph, prepared, copies, configs)
             for configs in iter_configuration_chunks(
                 copies * graph.num_gates, chunk_size, dtype=dtype, device=device
             )
         )
-    else:
-        dims = math.prod(noise_shape)
-        if len(graph.layer_sizes) > 1 or dims > max_quadrature_dims:
-            raise NotComputable(
-                f"{estimator.name!r} has continuous noise with {dims} uniforms per example on "
-                f"{len(graph.layer_sizes)} gate layer(s); quadrature covers one layer and at "
-                f"most {max_quadrature_dims} uniforms"
-            )
-        method = "quadrature"
-        nodes, weights = quadrature_atoms(
-            estimator.quadrature_breakpoints(prepared.logits[0].detach()), noise_shape,
-            quadrature_points,
+        zeros = {name: torch.zeros_like(value) for name, value in mean.items()}
+        return mean, variance, zeros, zeros, "enumeration", atoms
+    dims = math.prod(noise_shape)
+    if len(graph.layer_sizes) > 1 or dims > max_quadrature_dims:
+        raise NotComputable(
+            f"{estimator.name!r} has continuous noise with {dims} uniforms per example on "
+            f"{len(graph.layer_sizes)} gate layer(s); quadrature covers one layer and at "
+            f"most {max_quadrature_dims} uniforms"
         )
-        chunks = zip(nodes.split(chunk_size), weights.split(chunk_size), strict=True)
+    breakpoints = estimator.quadrature_breakpoints(prepared.logits[0].detach())
+    (coarse_mean, coarse_variance, coarse_atoms), (mean, variance, atoms) = (
+        moments(zip(nodes.split(chunk_size), weights.split(chunk_size), strict=True))
+        for nodes, weights in (quadrature_atoms(breakpoints, noise_shape, points)
+                               for points in (quadrature_points // 2, quadrature_points))
+    )
+    mean_error = {name: (mean[name] - coarse_mean[name]).abs() for name in mean}
+    variance_error = {name: (variance[name] - coarse_variance[name]).abs() for name in mean}
+    return mean, variance, mean_error, variance_error, "quadrature", atoms + coarse_atoms
+
+
+def _weighted_moments(
+    graph: StochasticGraph,
+    estimator: GradientEstimator,
+    example: tuple[torch.Tensor, ...],
+    noise_shape: tuple[int, ...],
+    chunks,
+    *,
+    state: Any,
+    parameters: list[str] | None,
+):
+    """Mean and variance of the draws over weighted noise atoms (weights summing to one), from
+    `chunks` of (`N x ...` noise, `N` weights), and the atom count."""
     # Weighted sums of (g - shift) and (g - shift)^2, shifted by the first atom's draw so the
-    # variance of a nearly constant draw keeps its precision. The weights sum to one.
+    # variance of a nearly constant draw keeps its precision.
     shift, first, second, atoms = {}, {}, {}, 0
     for noise, weight in chunks:
         atoms += noise.shape[0]
@@ -232,4 +292,4 @@ def _example_moments(
             second[name] += (w * centred.square()).sum(0)
     mean = {name: shift[name] + first[name] for name in shift}
     variance = {name: (second[name] - first[name].square()).clamp_min(0) for name in shift}
-    return mean, variance, method, atoms
+    return mean, variance, atoms
