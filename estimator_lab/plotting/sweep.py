@@ -8,12 +8,17 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from estimator_lab.plotting.intervals import require_columns
-from estimator_lab.plotting.style import estimator_order, estimator_palette
+from estimator_lab.plotting.style import (
+    appearance_order,
+    estimator_palette,
+    legend_beside,
+    legend_height,
+)
 
 
-def _hue_colours(values: pd.Series, hue: str) -> dict:
+def _hue_colours(values: pd.Series, hue: str, order: list[str] | None) -> dict:
     if hue == "estimator":
-        order = estimator_order(values)
+        order = appearance_order(values, order)
         palette = estimator_palette(order)
     else:
         order = sorted(pd.unique(values))
@@ -31,13 +36,15 @@ def sweep_plot(
     hue: str | None = "estimator",
     log_x: bool = False,
     log_y: bool = False,
+    order: list[str] | None = None,
     ax: Axes | None = None,
 ) -> Axes:
     """Lines of `y` against `x`, one per value of `hue`, with optional interval bands.
 
     The rows are plotted as given (one row per `hue` and `x`; nothing is averaged), sorted by
     `x`; with `low` and `high` a translucent band spans each line's intervals. Estimators keep
-    the catalogue's order and colours; any other `hue` is ordered by value.
+    the command's order (first appearance) and the catalogue's colours; any other `hue` is
+    ordered by value. The legend sits beside the axes.
 
     Args:
         frame: tidy rows with columns `x`, `y`, `hue` and, if given, `low` and `high`.
@@ -48,6 +55,7 @@ def sweep_plot(
         hue: the column naming each line (`None`: a single line).
         log_x: logarithmic x axis.
         log_y: logarithmic y axis.
+        order: the estimators' order when `hue` is `estimator` (default: first appearance).
         ax: axes to draw on (default: a new figure, not registered with pyplot).
 
     Returns:
@@ -55,7 +63,7 @@ def sweep_plot(
 
     Raises:
         ValueError: a column is missing, only one of `low`/`high` is given, or a `hue` value
-            has several rows at one `x`.
+            has several rows at one `x`, or `order` misses an estimator.
     """
     if (low is None) != (high is None):
         raise ValueError("sweep_plot needs both low and high, or neither")
@@ -63,12 +71,13 @@ def sweep_plot(
     keys = [x] if hue is None else [hue, x]
     if frame.duplicated(keys).any():
         raise ValueError(f"sweep_plot needs one row per {' and '.join(keys)}; some have several")
+    entries = 0 if hue is None else frame[hue].nunique()
+    ax = ax or Figure(figsize=(8, max(4.0, legend_height(entries, title=True)))).subplots()
+    colours = None if hue is None else _hue_colours(frame[hue], hue, order)  # before sorting
     frame = frame.sort_values(x)
-    ax = ax or Figure(figsize=(6, 4)).subplots()
     if hue is None:
         groups = {None: (frame, sns.color_palette()[0])}
     else:
-        colours = _hue_colours(frame[hue], hue)
         groups = {key: (frame[frame[hue] == key], colours[key]) for key in colours}
     for key, (part, colour) in groups.items():
         ax.plot(part[x], part[y], marker="o", markersize=4, color=colour, label=key)
@@ -80,8 +89,9 @@ def sweep_plot(
         ax.set_yscale("log")
     ax.set_xlabel(x.replace("_", " "))
     ax.set_ylabel(y.replace("_", " "))
-    if hue is not None:
-        ax.legend(title=hue, loc="best", fontsize="small")
     sns.despine(ax=ax)
-    ax.figure.tight_layout()
+    if hue is None:
+        ax.figure.tight_layout()
+    else:
+        legend_beside(ax, title=hue)
     return ax

@@ -32,10 +32,10 @@ def test_variance_points_and_intervals_per_estimator():
     assert plt.get_fignums() == figures_before  # nothing registered with pyplot
     assert ax.get_yscale() == "log"
     assert [t.get_text() for t in ax.get_xticklabels()] == ["gate_logits", "expert.weight", "bias"]
-    reinforce, st = ax.containers  # catalogue order: reinforce before st
-    assert ax.get_legend_handles_labels()[1] == ["reinforce", "st"]
+    st, reinforce = ax.containers  # the frame's (the command's) order: st before reinforce
+    assert ax.get_legend_handles_labels()[1] == ["st", "reinforce"]
     palette = estimator_palette(["reinforce", "st"])
-    for container, name, dodge in [(reinforce, "reinforce", -0.2), (st, "st", 0.2)]:
+    for container, name, dodge in [(st, "st", -0.2), (reinforce, "reinforce", 0.2)]:
         rows = VARIANCE[VARIANCE["estimator"] == name]
         points, segments = bars(container)
         np.testing.assert_allclose(points[:, 0], np.arange(3) + dodge)
@@ -91,8 +91,9 @@ def test_bias_differences_and_normal_intervals(level):
     ax = bias_interval_plot(frame, confidence_level=level, max_rows=16)
     assert [t.get_text() for t in ax.get_yticklabels()] == [str(i) for i in range(16)]
     z = stats.norm.ppf(0.5 + level / 2)
-    for container, name, dodge in zip(ax.containers, ["reinforce", "st"], [-0.2, 0.2],
-                                      strict=True):
+    order = list(dict.fromkeys(frame["estimator"]))  # first appearance in the shuffled rows
+    assert ax.get_legend_handles_labels()[1] == order
+    for container, name, dodge in zip(ax.containers, order, [-0.2, 0.2], strict=True):
         rows = frame[(frame["estimator"] == name) & (frame["index"] < 16)].sort_values("index")
         points, segments = bars(container)
         order = np.argsort(points[:, 1])

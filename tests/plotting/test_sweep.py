@@ -22,9 +22,9 @@ def test_one_sorted_line_per_estimator_with_bands():
     ax = sweep_plot(SWEEP, x="temperature", y="variance", low="low", high="high", log_y=True)
     assert plt.get_fignums() == figures_before
     assert ax.get_yscale() == "log" and ax.get_xscale() == "linear"
-    assert ax.get_legend_handles_labels()[1] == ["arm", "st"]  # catalogue order
+    assert ax.get_legend_handles_labels()[1] == ["st", "arm"]  # the frame's (command's) order
     palette = estimator_palette(["arm", "st"])
-    for line, band, name in zip(ax.lines, ax.collections, ["arm", "st"], strict=True):
+    for line, band, name in zip(ax.lines, ax.collections, ["st", "arm"], strict=True):
         rows = SWEEP[SWEEP["estimator"] == name].sort_values("temperature")
         np.testing.assert_array_equal(line.get_xdata(), rows["temperature"])
         np.testing.assert_array_equal(line.get_ydata(), rows["variance"])
