@@ -151,6 +151,9 @@ class MomentAccumulator:
         (3.0, 4.0)
     """
 
+    path = "generic"
+    """The engine path whose draws it holds (`run_draws`; `FastAccumulator` says "fast")."""
+
     def __init__(
         self,
         *,

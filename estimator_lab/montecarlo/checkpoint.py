@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import pickle
+import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -57,22 +60,60 @@ def save_checkpoint(
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def load_state(path: str | Path, what: str) -> dict:
+    """A dict saved by `torch.save`, loaded with `weights_only=True` (nothing executed).
+
+    Args:
+        path: the file.
+        what: what it should be, for the message (e.g. "checkpoint").
+
+    Raises:
+        ValueError: one line, for a missing, unreadable, corrupt or non-dict file.
+    """
+    try:
+        state = torch.load(path, weights_only=True, map_location="cpu")
+    except FileNotFoundError:
+        raise ValueError(f"{what} {path} does not exist") from None
+    except IsADirectoryError:
+        raise ValueError(f"{what} {path} is a folder, not a file") from None
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile,
+            ValueError, KeyError, AttributeError, TypeError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(
+            error).__name__
+        raise ValueError(f"{what} {path} is not a readable torch.save file ({reason[:200]})"
+                         ) from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{what} {path} holds a {type(state).__name__}, not a dict")
+    return state
+
+
 def load_checkpoint(
-    path: str | Path, fingerprint: dict, device=None
+    path: str | Path, fingerprint: dict, device=None,
+    restore: Callable[[dict, object], object] = MomentAccumulator.from_state_dict,
 ) -> tuple[int, dict[str, MomentAccumulator]] | None:
     """The `(next_draw, accumulators)` of a checkpoint of this run, or None if there is none.
 
+    Args:
+        path: the checkpoint file.
+        fingerprint: the run's fingerprint, which the checkpoint's must equal.
+        device: where the accumulators' tensors go.
+        restore: `(state, device) -> accumulator` (`fastpath.restore_accumulator` reads both
+            paths' accumulators).
+
     Raises:
-        CheckpointMismatch: if the checkpoint belongs to another run or format.
+        CheckpointMismatch: if the checkpoint belongs to another run or format, or is corrupt
+            (a `ValueError` with a one-line message).
     """
     path = Path(path)
     if not path.exists():
         return None
-    state = torch.load(path, weights_only=True)
+    state = load_state(path, "checkpoint")
     if state.get("version") != FORMAT_VERSION:
         raise CheckpointMismatch(f"{path}: checkpoint format {state.get('version')}, "
                                  f"expected {FORMAT_VERSION}")
-    theirs = state["fingerprint"]
+    theirs = state.get("fingerprint")
+    if not isinstance(theirs, dict):
+        raise CheckpointMismatch(f"{path}: checkpoint has no fingerprint (corrupt)")
     different = sorted(k for k in fingerprint.keys() | theirs.keys()
                        if fingerprint.get(k) != theirs.get(k))
     if different:
@@ -80,8 +121,9 @@ def load_checkpoint(
             f"{path} belongs to another run (differs in {', '.join(different)}); "
             "delete it or choose another checkpoint path"
         )
-    accumulators = {
-        name: MomentAccumulator.from_state_dict(s, device)
-        for name, s in state["accumulators"].items()
-    }
-    return state["next_draw"], accumulators
+    try:
+        accumulators = {name: restore(s, device) for name, s in state["accumulators"].items()}
+        return int(state["next_draw"]), accumulators
+    except (KeyError, TypeError, AttributeError, ValueError) as error:
+        raise CheckpointMismatch(f"{path}: checkpoint is incomplete or corrupt ({error!r})"
+                                 ) from None

@@ -18,6 +18,7 @@ import torch.distributed as dist
 from estimator_lab.graphs.base import StochasticGraph
 from estimator_lab.montecarlo.accumulators import MomentAccumulator
 from estimator_lab.montecarlo.engine import graph_device, run_draws
+from estimator_lab.montecarlo.fastpath import restore_accumulator
 
 if TYPE_CHECKING:  # estimators import the engine: only a type here
     from estimator_lab.estimators.base import GradientEstimator
@@ -74,10 +75,10 @@ def run_draws_distributed(
     gathered: list[Any] = [None] * world_size
     dist.all_gather_object(gathered, {n: acc.state_dict() for n, acc in local.items()})
     device = graph_device(graph)
-    merged: dict[str, MomentAccumulator] = {}
+    merged: dict[str, Any] = {}
     for states in gathered:  # rank order: the same merge on every rank
         for name, state in states.items():
-            part = MomentAccumulator.from_state_dict(state, device)
+            part = restore_accumulator(state, device)
             if name in merged:
                 merged[name].merge(part)
             else:

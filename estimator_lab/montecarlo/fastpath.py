@@ -28,7 +28,7 @@ References:
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -36,8 +36,15 @@ import torch
 
 from estimator_lab.graphs.base import StochasticGraph
 from estimator_lab.montecarlo.accumulators import MomentAccumulator, Moments
-from estimator_lab.montecarlo.engine import GATE_LOGITS, finite_draw_rows, gradient_draws
+from estimator_lab.montecarlo.engine import (
+    GATE_LOGITS,
+    gradient_draws,
+    run_plan,
+    tracked_parameters,
+)
+from estimator_lab.montecarlo.groups import WeightPart
 from estimator_lab.montecarlo.noise import uniform_noise
+from estimator_lab.montecarlo.plan import DrawPlan
 
 if TYPE_CHECKING:  # estimators import the engine: only a type here
     from estimator_lab.estimators.base import GradientEstimator
@@ -145,47 +152,98 @@ def weight_moments(sums: GramMoments, inputs: torch.Tensor) -> Moments:
     return Moments(sums.count, mean.reshape(-1), m2.reshape(-1))
 
 
+def weight_part(sums: GramMoments, input_gram: torch.Tensor) -> WeightPart:
+    """The batch-means part of a group's draws of a shared-input layer's weight.
+
+    With `Y_k = Delta_k - S` and `t = sum_k Y_k`: the mean weight is `M^T H` with
+    `M = S + t / n`, and `sum_k ||G_k - M^T H||^2 = sum_o <gram[o], H H^T> - sum_o t_o^T H H^T
+    t_o / n` (`out x B^2` work, never `out x in`).
+
+    Args:
+        sums: the group's sums (`gram_moments_of`).
+        input_gram: `H H^T` (`B x B`, float64).
+    """
+    quadratic = float(sums.gram.sum(0).mul_(input_gram).sum())
+    offset = float((input_gram @ sums.total).mul_(sums.total).sum())
+    return WeightPart(sums.count, sums.shift + sums.total / sums.count,
+                      max(quadratic - offset / sums.count, 0.0))
+
+
 class FastAccumulator:
-    """Moments of one estimator's draws of the gate logits and every parameter of a graph.
+    """Moments of one estimator's draws of the gate logits and the parameters of a graph.
 
     Reads like a `MomentAccumulator` (`names()`, `acc[name] -> Moments`, `compute()`,
-    `elapsed_s`, `skipped`, `groups`), with the same names, order and flattening as
-    `run_draws`; the weights of shared-input layers are kept as `GramMoments` and their
-    `Moments` are formed when read.
+    `elapsed_s`, `skipped`, `groups`, `state_dict()`), with the same names, order and
+    flattening as the generic path; the weights of shared-input layers are kept as
+    `GramMoments` and their `Moments` are formed when read (with `higher_moments`, their draws
+    `Delta_k^T H` are formed chunk by chunk instead, as `M3` and `M4` need them). Batch-means
+    groups of those weights are kept as `WeightPart`s (`GroupSummaries.add_weight_part`).
 
     Args:
         names: the tracked names in order (`"gate_logits"`, then the parameters).
-        inputs: shared-input layer name -> its `B x in` input `H`.
+        inputs: shared-input layer name -> its `B x in` input `H` (layers whose weight is
+            tracked).
+        higher_moments, group_size, references, zero_reference: as for `MomentAccumulator`.
     """
 
-    groups = None
-    higher_moments = False
+    path = "fast"
 
-    def __init__(self, names: list[str], inputs: Mapping[str, torch.Tensor]) -> None:
+    def __init__(self, names: list[str], inputs: Mapping[str, torch.Tensor], *,
+                 higher_moments: bool = False, group_size: int | None = None,
+                 references: Mapping[str, torch.Tensor] | None = None,
+                 zero_reference: bool = False) -> None:
         self._names = list(names)
         self.inputs = {layer: h.detach().to(torch.float64) for layer, h in inputs.items()}
-        self.dense = MomentAccumulator()
+        self.higher_moments = higher_moments
+        self.dense = MomentAccumulator(higher_moments=higher_moments, group_size=group_size,
+                                       references=dict(references or {}),
+                                       zero_reference=zero_reference)
+        if self.groups is not None and not higher_moments:
+            self.groups.weight_inputs.update(
+                {f"{layer}.weight": h for layer, h in self.inputs.items()})
         self.grams: dict[str, GramMoments] = {}
         self.elapsed_s = 0.0
         self.skipped: list[int] = []
         self._read: dict[str, Moments] = {}
+        self._input_grams = {layer: h @ h.T for layer, h in self.inputs.items()}
 
-    def update(self, dense: Mapping[str, torch.Tensor], deltas: Mapping[str, torch.Tensor]) -> None:
+    @property
+    def groups(self):
+        """The batch-means `GroupSummaries` (None without groups)."""
+        return self.dense.groups
+
+    def update(self, dense: Mapping[str, torch.Tensor], deltas: Mapping[str, torch.Tensor], *,
+               first_index: int | None = None) -> None:
         """Adds a chunk of draws.
 
         Args:
             dense: name -> `K x ...` draws of the materialised tensors (scratch space, unless
                 two of them share memory).
             deltas: shared-input layer -> `K x B x out` gradients with respect to its output.
+            first_index: the global index of the chunk's first draw (needed with groups).
         """
+        if self.groups is not None and first_index is None:
+            raise ValueError("an accumulator with groups needs first_index in update")
+        dense = dict(dense)
         for layer, chunk in deltas.items():
+            if self.higher_moments:
+                dense[f"{layer}.weight"] = chunk.transpose(1, 2) @ self.inputs[layer].to(
+                    chunk.dtype)
+                continue
             known = self.grams.get(layer)
-            sums = gram_moments_of(chunk, shift=None if known is None else known.shift)
-            self.grams[layer] = sums if known is None else merge_gram_moments(known, sums)
+            shift = None if known is None else known.shift
+            for group, rows in _group_rows(len(chunk), first_index, self.groups):
+                sums = gram_moments_of(chunk[rows], shift=shift)
+                shift = sums.shift
+                if group is not None:
+                    self.groups.add_weight_part(f"{layer}.weight", group,
+                                                weight_part(sums, self._input_grams[layer]))
+                known = sums if known is None else merge_gram_moments(known, sums)
+            self.grams[layer] = known
         # Autograd may hand one tensor to several inputs (the gate-logit gradient is the gater
         # output's): the deltas are read by now, and dense chunks are scratch unless aliased.
         distinct = len({t.untyped_storage().data_ptr() for t in dense.values()}) == len(dense)
-        self.dense.update(dict(dense), overwrite=distinct)
+        self.dense.update(dense, overwrite=distinct, first_index=first_index)
         self._read.clear()
 
     def merge(self, other: FastAccumulator) -> None:
@@ -204,7 +262,7 @@ class FastAccumulator:
         self._read.clear()
 
     def names(self) -> list[str]:
-        """Names of the tracked tensors, in the order of `run_draws`."""
+        """Names of the tracked tensors, in the order of the generic path."""
         return list(self._names)
 
     def __getitem__(self, name: str) -> Moments:
@@ -221,6 +279,52 @@ class FastAccumulator:
         """The moments of every tracked tensor."""
         return {name: self[name] for name in self._names}
 
+    def state_dict(self) -> dict:
+        """Everything needed to resume or merge, as plain dicts and CPU tensors (loadable with
+        `torch.load(weights_only=True)`)."""
+        return {
+            "kind": self.path, "names": list(self._names),
+            "inputs": {layer: h.cpu() for layer, h in self.inputs.items()},
+            "higher_moments": self.higher_moments, "dense": self.dense.state_dict(),
+            "grams": {layer: {"count": g.count, "shift": g.shift.cpu(), "total": g.total.cpu(),
+                              "gram": g.gram.cpu()} for layer, g in self.grams.items()},
+            "elapsed_s": self.elapsed_s, "skipped": list(self.skipped),
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: dict, device=None) -> FastAccumulator:
+        """Inverse of `state_dict`, tensors moved to `device`."""
+        accumulator = cls(state["names"], {k: h.to(device) for k, h in state["inputs"].items()},
+                          higher_moments=state["higher_moments"])
+        accumulator.dense = MomentAccumulator.from_state_dict(state["dense"], device)
+        accumulator.grams = {
+            layer: GramMoments(g["count"], g["shift"].to(device), g["total"].to(device),
+                               g["gram"].to(device)) for layer, g in state["grams"].items()
+        }
+        accumulator.elapsed_s = state["elapsed_s"]
+        accumulator.skipped = list(state["skipped"])
+        return accumulator
+
+
+def restore_accumulator(state: dict, device=None) -> MomentAccumulator | FastAccumulator:
+    """The accumulator of either path from its `state_dict`."""
+    if state.get("kind") == FastAccumulator.path:
+        return FastAccumulator.from_state_dict(state, device)
+    return MomentAccumulator.from_state_dict(state, device)
+
+
+def _group_rows(count: int, first_index: int | None, groups) -> list[tuple[int | None, slice]]:
+    """`(group, rows)` of a chunk of consecutive draws, split at group boundaries."""
+    if groups is None:
+        return [(None, slice(0, count))]
+    size, parts, start = groups.group_size, [], 0
+    while start < count:
+        group = (first_index + start) // size
+        stop = min(count, (group + 1) * size - first_index)
+        parts.append((group, slice(start, stop)))
+        start = stop
+    return parts
+
 
 class _ProbedSurrogate(torch.nn.Module):
     """`(layer probes, logit probe, noise) -> surrogate`, the graph a submodule."""
@@ -236,38 +340,166 @@ class _ProbedSurrogate(torch.nn.Module):
         return self.estimator.surrogate(self.graph, prepared, noise, self.state)
 
 
-def _shared_layers(graph: StochasticGraph, batch, batch_size: int) -> dict[str, torch.Tensor]:
-    """The graph's shared-input layers and their inputs, checked."""
+@dataclass(frozen=True)
+class FastLayout:
+    """Which tensors the fast path materialises and which it keeps as Gram sums.
+
+    Attributes:
+        names: every tracked name, in the generic path's order.
+        inputs: shared-input layer -> its `B x in` input, for the layers whose weight is
+            tracked (their output gradients `Delta` are drawn).
+        biases: shared-input layers whose bias is tracked (`sum_b Delta[b]`).
+        dense: the other tracked parameters (drawn by `vmap(grad)`).
+        include_logits: whether the gate-logit gradient is tracked.
+    """
+
+    names: tuple[str, ...]
+    inputs: dict[str, torch.Tensor]
+    biases: tuple[str, ...]
+    dense: tuple[str, ...]
+    include_logits: bool
+
+    @classmethod
+    def of(cls, graph: StochasticGraph, batch, plan: DrawPlan) -> FastLayout:
+        """The layout of a plan on a graph and batch (see `fast_path_reason` first)."""
+        with torch.no_grad():
+            layers = graph.shared_input_layers(batch)
+        tracked = list(tracked_parameters(graph, plan.parameters))
+        shared = {f"{layer}.{kind}" for layer in layers for kind in ("weight", "bias")}
+        return cls(
+            names=tuple([GATE_LOGITS] if plan.include_logits else []) + tuple(tracked),
+            inputs={layer: h for layer, h in layers.items() if f"{layer}.weight" in tracked},
+            biases=tuple(layer for layer in layers if f"{layer}.bias" in tracked),
+            dense=tuple(n for n in tracked if n not in shared),
+            include_logits=plan.include_logits,
+        )
+
+    @property
+    def probed(self) -> tuple[str, ...]:
+        """The layers whose output gradient is drawn."""
+        return tuple(dict.fromkeys([*self.inputs, *self.biases]))
+
+
+def fast_path_reason(graph: StochasticGraph, estimators: Mapping[str, GradientEstimator],
+                     batch, plan: DrawPlan) -> str | None:
+    """Why the fast path does not apply to a run (None when it does).
+
+    It applies when the plan differentiates by `vmap`, every estimator supports vmap, the
+    graph declares shared-input layers (`StochasticGraph.shared_input_layers`: `nn.Linear`
+    layers with a bias whose `B x in` input is finite and the same in every draw) and the plan
+    tracks one of their weights. Whether each surrogate reaches those weights only through the
+    layers' outputs is checked on the first draw (`fast_path_problem`).
+    """
+    if plan.method != "vmap":
+        return "method='loop' asks for one autograd pass per draw"
+    for name, estimator in estimators.items():
+        if not estimator.supports_vmap:
+            return f"estimator {name!r} does not support vmap"
     with torch.no_grad():
+        prepared = graph.prepare(batch)
         layers = graph.shared_input_layers(batch)
     if not layers:
-        raise ValueError(
-            f"{type(graph).__name__} declares no shared-input layers "
-            "(StochasticGraph.shared_input_layers), so the fast path does not apply; use "
-            "run_draws"
-        )
+        return (f"{type(graph).__name__} declares no shared-input layers "
+                "(StochasticGraph.shared_input_layers)")
     for layer, h in layers.items():
         module = graph.get_submodule(layer)
         if not isinstance(module, torch.nn.Linear) or module.bias is None:
-            raise TypeError(f"shared-input layer {layer!r} must be an nn.Linear with a bias, "
-                            f"got {module}")
-        if h.shape != (batch_size, module.in_features):
-            raise ValueError(f"input of {layer!r} has shape {tuple(h.shape)}, expected "
-                             f"(B, {module.in_features})")
-    return layers
+            return f"shared-input layer {layer!r} is not an nn.Linear with a bias: {module}"
+        if h.shape != (prepared.batch_size, module.in_features):
+            return (f"input of {layer!r} has shape {tuple(h.shape)}, expected "
+                    f"(B, {module.in_features})")
+        if not bool(torch.isfinite(h).all()):
+            return f"the input of shared-input layer {layer!r} is not finite"
+    if not FastLayout.of(graph, batch, plan).inputs:
+        return "no shared-input layer's weight is tracked"
+    return None
 
 
-def _check_first_draw(name: str, graph: StochasticGraph, estimator: GradientEstimator, batch,
-                      state, noise: torch.Tensor, deltas: Mapping[str, torch.Tensor],
-                      inputs: Mapping[str, torch.Tensor]) -> None:
-    """Checks `Delta^T H` against autograd's weight gradients for the chunk's first draw.
+class FastDraws:
+    """One estimator's draws on the fast path: a `vmap(grad)` over a chunk's noise with respect
+    to the dense parameters, zero probes on the shared-input layers' outputs and the logits.
+
+    Args:
+        graph, estimator, batch, state: the model, the estimator, the minibatch and the
+            estimator's frozen state.
+        layout: what to draw (`FastLayout.of`).
+    """
+
+    def __init__(self, graph: StochasticGraph, estimator: GradientEstimator, batch, state,
+                 layout: FastLayout) -> None:
+        with torch.no_grad():
+            logits = graph.logits(batch)
+        self.layout = layout
+        self.probes = {
+            layer: torch.zeros(logits.shape[0], graph.get_submodule(layer).out_features,
+                               dtype=logits.dtype, device=logits.device)
+            for layer in layout.probed
+        }
+        self.logit_probe = torch.zeros_like(logits)
+        params = dict(graph.named_parameters())
+        self.tracked = {n: params[n].detach() for n in layout.dense}
+        frozen = {f"graph.{n}": p.detach() for n, p in params.items()}
+        module = _ProbedSurrogate(graph, estimator, batch, state)
+
+        def surrogate(tracked, probes, logit_probe, noise):
+            values = frozen | {f"graph.{n}": t for n, t in tracked.items()}
+            return torch.func.functional_call(module, values, (probes, logit_probe, noise))
+
+        self._per_draw = torch.func.vmap(
+            torch.func.grad(surrogate, argnums=(0, 1, 2)), in_dims=(None, None, None, 0))
+
+    def __call__(self, noise: torch.Tensor) -> tuple[dict[str, torch.Tensor],
+                                                     dict[str, torch.Tensor]]:
+        """`(dense, deltas)` for a `K x *noise_shape` chunk of noise: name -> `K x ...` draws,
+        and shared-input layer -> `K x B x out` output gradients."""
+        param_grads, probe_grads, logit_grads = self._per_draw(
+            self.tracked, self.probes, self.logit_probe, noise)
+        layout = self.layout
+        dense = ({GATE_LOGITS: logit_grads} if layout.include_logits else {}) | param_grads | {
+            f"{layer}.bias": probe_grads[layer].sum(1) for layer in layout.biases
+        }
+        return dense, {layer: probe_grads[layer] for layer in layout.inputs}
+
+
+def fast_path_problem(graph: StochasticGraph, estimators: Mapping[str, GradientEstimator],
+                      batch, plan: DrawPlan, states: Mapping[str, Any],
+                      start: int | None = None) -> str | None:
+    """`fast_path_reason`, then `Delta^T H` against autograd's weight gradients on one draw.
 
     The decomposition holds only if the weights reach the surrogate through the layers'
     outputs alone; an estimator that reads them directly would get wrong moments silently.
 
-    Raises:
-        ValueError: naming the estimator and the layer where the two differ.
+    Args:
+        graph, estimators, batch, plan, states: the run.
+        start: the draw to check (default: the plan's first).
+
+    Returns:
+        None where the fast path applies, else why not (naming the estimator and the layer
+        where the two gradients differ).
     """
+    reason = fast_path_reason(graph, estimators, batch, plan)
+    if reason is not None:
+        return reason
+    index = plan.first_draw if start is None else start
+    with torch.no_grad():
+        prepared = graph.prepare(batch)
+    layout = FastLayout.of(graph, batch, plan)
+    for name, estimator in estimators.items():
+        noise = uniform_noise(plan.seed, range(index, index + 1),
+                              estimator.noise_shape(graph, prepared),
+                              dtype=prepared.logits.dtype, device=prepared.logits.device)
+        _, deltas = FastDraws(graph, estimator, batch, states.get(name), layout)(noise)
+        problem = _weight_gap(name, graph, estimator, batch, states.get(name), noise, deltas,
+                              layout.inputs)
+        if problem is not None:
+            return problem
+    return None
+
+
+def _weight_gap(name: str, graph: StochasticGraph, estimator: GradientEstimator, batch, state,
+                noise: torch.Tensor, deltas: Mapping[str, torch.Tensor],
+                inputs: Mapping[str, torch.Tensor]) -> str | None:
+    """None if one draw's `Delta^T H` is autograd's weight gradient, else a message."""
     reference = gradient_draws(graph, estimator, batch, noise[:1], state=state,
                                parameters=[f"{layer}.weight" for layer in deltas],
                                include_logits=False)
@@ -276,51 +508,81 @@ def _check_first_draw(name: str, graph: StochasticGraph, estimator: GradientEsti
         expected = reference[f"{layer}.weight"][0]
         gap = float((delta[0].T @ inputs[layer] - expected).abs().max())
         if gap > tolerance * max(float(expected.abs().max()), torch.finfo(noise.dtype).tiny):
-            raise ValueError(
-                f"estimator {name!r}: the gradient of {layer}.weight is not Delta^T H (gap "
-                f"{gap:.3g}); its surrogate must reach the layer's parameters only through "
-                "the layer's output (prepare), so the fast path does not apply; use run_draws"
-            )
+            return (f"estimator {name!r}: the gradient of {layer}.weight is not Delta^T H (gap "
+                    f"{gap:.3g}); its surrogate must reach the layer's parameters only through "
+                    "the layer's output (prepare)")
+    return None
+
+
+def iter_fast_chunks(
+    graph: StochasticGraph,
+    estimators: Mapping[str, GradientEstimator],
+    batch: tuple[torch.Tensor, ...],
+    plan: DrawPlan,
+    *,
+    states: Mapping[str, Any],
+    start: int | None = None,
+) -> Iterator[tuple[range, dict[str, tuple[dict, dict]], dict[str, float]]]:
+    """Yields `(draw_range, {estimator: (dense, deltas)}, {estimator: seconds})` by chunk.
+
+    The fast path's `iter_draw_chunks`: the same noise (common random numbers, shared between
+    estimators of one noise shape), `dense` as `FastDraws` returns it.
+
+    Args:
+        graph, estimators, batch: the run.
+        plan: its plan (the fast path must apply: `fast_path_reason`).
+        states: frozen estimator states by name.
+        start: the first draw to make (default: the plan's first).
+    """
+    with torch.no_grad():
+        prepared = graph.prepare(batch)
+    layout = FastLayout.of(graph, batch, plan)
+    drawers = {name: FastDraws(graph, est, batch, states.get(name), layout)
+               for name, est in estimators.items()}
+    logits = prepared.logits
+    for indices in plan.chunks(start):
+        chunk, elapsed, noises = {}, {}, {}
+        for name, estimator in estimators.items():
+            started = time.perf_counter()
+            shape = estimator.noise_shape(graph, prepared)
+            if shape not in noises:
+                noises[shape] = uniform_noise(plan.seed, indices, shape, dtype=logits.dtype,
+                                              device=logits.device)
+            chunk[name] = drawers[name](noises[shape])
+            elapsed[name] = time.perf_counter() - started
+        yield indices, chunk, elapsed
 
 
 def fast_moments(
     graph: StochasticGraph,
     estimators: Mapping[str, GradientEstimator],
     batch: tuple[torch.Tensor, ...],
+    plan: DrawPlan | None = None,
     *,
-    num_draws: int,
-    seed: int,
-    chunk_size: int = 32,
     states: Mapping[str, Any] | None = None,
-    first_draw: int = 0,
+    **settings: Any,
 ) -> dict[str, FastAccumulator]:
-    """Streaming moments of `num_draws` gradient draws per estimator, weights never per draw.
+    """`run_plan` on the fast path, or an error saying why it does not apply.
 
-    The statistics are those of `run_draws(graph, estimators, batch, num_draws=num_draws,
-    seed=seed)` (every parameter and the gate logits tracked) up to rounding; memory is one
-    chunk of `K x B x out` output gradients plus `out x B x B` Gram sums per shared-input
+    The statistics are those of the generic path on the same plan up to rounding; memory is
+    one chunk of `K x B x out` output gradients plus `out x B x B` Gram sums per shared-input
     layer, never `K x out x in`.
 
     Args:
         graph: a graph that declares `shared_input_layers` (e.g. `ConditionalNetwork`).
         estimators: estimators by name; each surrogate must run under `torch.func.vmap`.
         batch: the fixed minibatch, on the graph's device.
-        num_draws: draws per estimator.
-        seed: the noise seed; draw `k` uses `uniform_noise(seed, [k], ...)`.
-        chunk_size: draws differentiated at once.
+        plan: the draws (default: a `DrawPlan` of `settings`, e.g. `num_draws`, `seed`,
+            `chunk_size`, `first_draw`).
         states: frozen estimator states by name (default: `estimator.init(graph)`).
-        first_draw: index of the first draw (a share of a larger run; shares `merge`).
 
     Returns:
-        one `FastAccumulator` per estimator, keyed like `estimators`, with `elapsed_s` the
-        seconds spent making its draws and folding them into the sums (the Gram sums are the
-        fast path's share of the gradient work).
+        one `FastAccumulator` per estimator, keyed like `estimators`.
 
     Raises:
-        ValueError: for a graph without shared-input layers, an estimator that does not
-            support vmap or whose surrogate reads a shared-input layer's weights other than
-            through its output (checked on the first draw against autograd), or non-positive
-            counts.
+        ValueError: where the fast path does not apply (a graph without shared-input layers,
+            an estimator without vmap or whose surrogate reads a shared-input layer's weights
+            other than through its output), or for non-positive counts.
         NonFiniteDrawError: for a draw with a NaN or infinite gradient.
 
     Example:
@@ -333,60 +595,7 @@ def fast_moments(
         >>> acc["st"]["expert.weight"].mean.shape, acc["st"]["expert.weight"].count
         (torch.Size([24]), 8)
     """
-    if num_draws < 1 or chunk_size < 1 or first_draw < 0:
-        raise ValueError(f"num_draws and chunk_size must be >= 1 and first_draw >= 0, got "
-                         f"{num_draws}, {chunk_size}, {first_draw}")
-    for name, estimator in estimators.items():
-        if not estimator.supports_vmap:
-            raise ValueError(f"estimator {name!r} does not support vmap; use run_draws")
-    with torch.no_grad():
-        prepared = graph.prepare(batch)
-    logits = prepared.logits
-    layers = _shared_layers(graph, batch, prepared.batch_size)
-    states = {name: est.init(graph) for name, est in estimators.items()} | dict(states or {})
-    probes = {
-        layer: torch.zeros(logits.shape[0], graph.get_submodule(layer).out_features,
-                           dtype=logits.dtype, device=logits.device)
-        for layer in layers
-    }
-    logit_probe = torch.zeros_like(logits)
-    shared = {f"{layer}.{kind}" for layer in layers for kind in ("weight", "bias")}
-    params = dict(graph.named_parameters())
-    tracked = {n: p.detach() for n, p in params.items() if n not in shared}
-    frozen = {f"graph.{n}": p.detach() for n, p in params.items()}
-    names = [GATE_LOGITS, *params]
+    from dataclasses import replace
 
-    results = {}
-    for name, estimator in estimators.items():
-        module = _ProbedSurrogate(graph, estimator, batch, states[name])
-
-        def surrogate(tracked, probes, logit_probe, noise, module=module):
-            values = frozen | {f"graph.{n}": t for n, t in tracked.items()}
-            return torch.func.functional_call(module, values, (probes, logit_probe, noise))
-
-        per_draw = torch.func.vmap(
-            torch.func.grad(surrogate, argnums=(0, 1, 2)), in_dims=(None, None, None, 0)
-        )
-        accumulator = FastAccumulator(names, layers)
-        noise_shape = estimator.noise_shape(graph, prepared)
-        stop = first_draw + num_draws
-        for start in range(first_draw, stop, chunk_size):
-            started = time.perf_counter()
-            indices = range(start, min(start + chunk_size, stop))
-            noise = uniform_noise(seed, indices, noise_shape, dtype=logits.dtype,
-                                  device=logits.device)
-            param_grads, deltas, logit_grads = per_draw(tracked, probes, logit_probe, noise)
-            dense = {GATE_LOGITS: logit_grads} | param_grads | {
-                f"{layer}.bias": delta.sum(1) for layer, delta in deltas.items()
-            }
-            # A non-finite output gradient makes its layer's bias gradient (a sum) non-finite,
-            # and a non-finite entry its tensor's sum: one reduction each, then the culprit.
-            if not all(bool(torch.isfinite(t.sum())) for t in dense.values()):
-                finite_draw_rows(name, dense, indices, "raise")
-            if start == first_draw:
-                _check_first_draw(name, graph, estimator, batch, states[name], noise, deltas,
-                                  layers)
-            accumulator.update(dense, deltas)
-            accumulator.elapsed_s += time.perf_counter() - started
-        results[name] = accumulator
-    return results
+    plan = replace(plan or DrawPlan(**settings), path="fast")
+    return run_plan(graph, estimators, batch, plan, states=states)

@@ -130,7 +130,7 @@ def test_fast_path_matches_the_generic_engine(problem, name):
     estimators = {name: get_estimator(name)}
     kwargs = {"num_draws": NUM_DRAWS, "seed": SEED, "chunk_size": 16}
     fast = fast_moments(net, estimators, batch, **kwargs)[name]
-    generic = run_draws(net, estimators, batch, **kwargs)[name]
+    generic = run_draws(net, estimators, batch, path="generic", **kwargs)[name]
     assert isinstance(fast, FastAccumulator)
     assert fast.names() == [GATE_LOGITS, *PARAMETER_NAMES]
     assert_runs_close(fast, generic)
@@ -159,7 +159,7 @@ def test_every_vmap_estimator_matches_the_generic_engine(problem, name):
     estimators = {name: get_estimator(name)}
     kwargs = {"num_draws": 12, "seed": SEED, "chunk_size": 5}
     fast = fast_moments(net, estimators, batch, **kwargs)
-    generic = run_draws(net, estimators, batch, **kwargs)
+    generic = run_draws(net, estimators, batch, path="generic", **kwargs)
     assert_runs_close(fast[name], generic[name])
 
 
@@ -209,7 +209,7 @@ def test_summary_frame_reads_fast_accumulators_like_generic_ones(problem):
     estimators = {n: get_estimator(n) for n in ("reinforce", "st")}
     kwargs = {"num_draws": 20, "seed": SEED, "chunk_size": 8}
     fast = summary_frame(fast_moments(net, estimators, batch, **kwargs))
-    generic = summary_frame(run_draws(net, estimators, batch, **kwargs))
+    generic = summary_frame(run_draws(net, estimators, batch, path="generic", **kwargs))
     assert list(fast.columns) == list(generic.columns)
     assert fast[["estimator", "parameter", "numel", "draws"]].equals(
         generic[["estimator", "parameter", "numel", "draws"]])
@@ -217,6 +217,93 @@ def test_summary_frame_reads_fast_accumulators_like_generic_ones(problem):
         torch.testing.assert_close(torch.tensor(fast[column].to_numpy()),
                                    torch.tensor(generic[column].to_numpy()),
                                    rtol=1e-10, atol=0, msg=column)
+
+
+# --- run_draws chooses the fast path, with every option -----------------------------------
+
+
+def test_run_draws_takes_the_fast_path_by_itself_and_records_it(problem):
+    net, batch = problem
+    runs = run_draws(net, {"st": get_estimator("st")}, batch, num_draws=4, seed=0)
+    assert runs["st"].path == "fast" and isinstance(runs["st"], FastAccumulator)
+    toy = ToyGraph([0.0, 1.0], target=0.45)
+    assert run_draws(toy, {"st": get_estimator("st")}, toy.example_batch(), num_draws=4,
+                     seed=0)["st"].path == "generic"
+    assert run_draws(net, {"st": get_estimator("st")}, batch, num_draws=4, seed=0,
+                     method="loop")["st"].path == "generic"
+    only_logits = run_draws(net, {"st": get_estimator("st")}, batch, num_draws=4, seed=0,
+                            parameters=[])
+    assert only_logits["st"].path == "generic"  # no shared-input weight to save on
+
+
+def assert_groups_close(fast, generic, rtol):
+    a, b = fast.groups.to_frame(), generic.groups.to_frame()
+    assert a[["name", "group"]].equals(b[["name", "group"]]) and len(a) > 0
+    for column in ("total_variance", "squared_bias"):
+        x, y = torch.tensor(a[column].to_numpy()), torch.tensor(b[column].to_numpy())
+        known = torch.isfinite(y)  # squared bias: NaN for names without a reference
+        assert torch.equal(torch.isfinite(x), known) and bool(known.any()), column
+        scale = float(y[known].abs().max())
+        torch.testing.assert_close(x[known], y[known], rtol=0, atol=rtol * scale, msg=column)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 7, 64])
+def test_the_paths_agree_with_pairing_groups_and_references(problem, chunk_size):
+    """The two paths agree to 1e-10 of the largest entry (float64) on the moments, the paired
+    differences and every batch-means group (total variance and squared bias, against a
+    reference and against zero for the pairs), whatever the chunk size."""
+    net, batch = problem
+    estimators = {n: get_estimator(n) for n in ("reinforce", "st", "local-expectation")}
+    references = {"expert.weight": torch.ones(CONFIG.num_gates * CONFIG.num_inputs,
+                                              dtype=torch.float64),
+                  "gater_hidden.weight": torch.zeros(CONFIG.num_gater_hidden * CONFIG.num_inputs,
+                                                     dtype=torch.float64)}
+    options = dict(num_draws=NUM_DRAWS, seed=SEED, group_size=8, references=references,
+                   paired_with="local-expectation")
+    fast = run_draws(net, estimators, batch, chunk_size=chunk_size, **options)
+    generic = run_draws(net, estimators, batch, chunk_size=16, path="generic", **options)
+    assert fast.keys() == generic.keys() == {*estimators, "reinforce - local-expectation",
+                                             "st - local-expectation"}
+    for name in fast:
+        assert fast[name].path == "fast" and generic[name].path == "generic"
+        assert fast[name].names() == generic[name].names()
+        for tensor in generic[name].names():
+            a, b = fast[name][tensor], generic[name][tensor]
+            if " - " in name and not bool(b.variance.any()):
+                # st and local-expectation share their expert gradients: exactly zero
+                assert not bool(a.mean.any() or a.variance.any()), (name, tensor)
+                continue
+            assert_moments_close(a, b, what=f"{name} {tensor}")
+        assert_groups_close(fast[name], generic[name], RTOL)
+
+
+def test_the_paths_agree_on_higher_moments(problem):
+    net, batch = problem
+    estimators = {"reinforce": get_estimator("reinforce")}
+    options = dict(num_draws=30, seed=SEED, chunk_size=7, higher_moments=True)
+    fast = run_draws(net, estimators, batch, **options)["reinforce"]
+    generic = run_draws(net, estimators, batch, path="generic", **options)["reinforce"]
+    assert fast.path == "fast"
+    for name in generic.names():
+        for field in ("m3", "m4"):
+            a, b = getattr(fast[name], field), getattr(generic[name], field)
+            torch.testing.assert_close(a, b, rtol=0, atol=RTOL * float(b.abs().max()),
+                                       msg=f"{name} {field}")
+
+
+def test_the_paths_agree_in_float32_to_1e_6():
+    """The paper's setting (float32 draws, float64 moments): the paths sum the same float32
+    draws in different orders, so they agree to float32 rounding, well within 1e-6 relative
+    (of each tensor's largest entry)."""
+    net, batch = small_problem()
+    net = net.float()
+    batch = (batch[0].float(), batch[1])
+    estimators = {n: get_estimator(n) for n in ("reinforce", "st")}
+    fast = run_draws(net, estimators, batch, num_draws=40, seed=SEED, chunk_size=8)
+    generic = run_draws(net, estimators, batch, num_draws=40, seed=SEED, chunk_size=8,
+                        path="generic")
+    for name in estimators:
+        assert_runs_close(fast[name], generic[name], rtol=1e-6)
 
 
 # --- errors ---------------------------------------------------------------------------------
@@ -254,7 +341,9 @@ def test_an_estimator_that_reads_shared_weights_directly_is_refused(problem):
         fast_moments(net, estimators, batch, num_draws=4, seed=0)
     # The generic engine sees the penalty's gradient 0.2 W in every draw: the moments differ.
     generic = run_draws(net, estimators, batch, num_draws=4, seed=0)["reads-weights"]
-    plain = run_draws(net, {"st": get_estimator("st")}, batch, num_draws=4, seed=0)["st"]
+    assert generic.path == "generic"  # `run_draws` falls back by itself
+    plain = run_draws(net, {"st": get_estimator("st")}, batch, num_draws=4, seed=0,
+                      path="generic")["st"]
     torch.testing.assert_close(generic["expert.weight"].mean - plain["expert.weight"].mean,
                                0.2 * net.expert.weight.detach().reshape(-1), rtol=1e-12,
                                atol=1e-15)

@@ -16,9 +16,11 @@ import torch.multiprocessing as mp
 from estimator_lab.estimators import get_estimator
 from estimator_lab.estimators.base import GradientEstimator
 from estimator_lab.graphs import ConditionalConfig, ConditionalNetwork
-from estimator_lab.montecarlo import MomentAccumulator, run_draws
+from estimator_lab.montecarlo import run_draws
 from estimator_lab.montecarlo.checkpoint import CheckpointMismatch
 from estimator_lab.montecarlo.engine import NonFiniteDrawError
+from estimator_lab.montecarlo.fastpath import restore_accumulator
+from estimator_lab.montecarlo.plan import DrawPlan
 
 CONFIG = ConditionalConfig(num_inputs=12, num_gater_hidden=5, num_gates=8, num_classes=3)
 
@@ -39,33 +41,56 @@ def assert_identical(a: dict, b: dict):
             assert x.count == y.count and torch.equal(x.mean, y.mean) and torch.equal(x.m2, y.m2)
 
 
-def test_state_dict_round_trip(tmp_path):
+@pytest.mark.parametrize("path", ["fast", "generic"])
+@pytest.mark.parametrize("higher_moments", [False, True])
+def test_state_dict_round_trip(path, higher_moments):
     net, batch = problem()
     runs = run_draws(net, {"reinforce": get_estimator("reinforce")}, batch, num_draws=50, seed=0,
-                     chunk_size=7, higher_moments=True, group_size=10)
-    restored = {n: MomentAccumulator.from_state_dict(a.state_dict()) for n, a in runs.items()}
+                     chunk_size=7, higher_moments=higher_moments, group_size=10, path=path)
+    restored = {n: restore_accumulator(a.state_dict()) for n, a in runs.items()}
+    assert {a.path for a in restored.values()} == {path}
     assert_identical(runs, restored)
     assert restored["reinforce"].groups.to_frame().equals(runs["reinforce"].groups.to_frame())
 
 
-def test_resume_from_checkpoint_is_identical_and_refuses_other_runs(tmp_path):
+@pytest.mark.parametrize("path", ["fast", "generic"])
+def test_resume_from_checkpoint_is_identical_and_refuses_other_runs(tmp_path, path):
     net, batch = problem()
     estimators = {"reinforce": get_estimator("reinforce"), "st": get_estimator("st")}
-    whole = run_draws(net, estimators, batch, num_draws=120, seed=3, chunk_size=10)
-    path = tmp_path / "run.ckpt"
+    options = dict(seed=3, chunk_size=10, group_size=20, paired_with="st", path=path)
+    whole = run_draws(net, estimators, batch, num_draws=120, **options)
+    checkpoint = tmp_path / "run.ckpt"
     # A first run that stops after 60 draws leaves a checkpoint of draws 0..59 ...
-    partial = run_draws(net, estimators, batch, num_draws=60, seed=3, chunk_size=10)
+    partial = run_draws(net, estimators, batch, num_draws=60, **options)
     from estimator_lab.montecarlo.checkpoint import save_checkpoint
     from estimator_lab.montecarlo.engine import _fingerprint
 
-    fingerprint = _fingerprint(net, estimators, batch, 3, 0, 120, None, True, False, None)
-    save_checkpoint(path, fingerprint, 60, partial)
+    plan = DrawPlan(num_draws=120, seed=3, group_size=20, paired_with="st")
+    save_checkpoint(checkpoint, _fingerprint(net, estimators, batch, plan, path), 60, partial)
     # ... and the resumed run ends with exactly the statistics of the uninterrupted one.
-    resumed = run_draws(net, estimators, batch, num_draws=120, seed=3, chunk_size=10,
-                        checkpoint=path)
+    resumed = run_draws(net, estimators, batch, num_draws=120, checkpoint=checkpoint, **options)
     assert_identical(whole, resumed)
+    for name in whole:
+        assert resumed[name].groups.to_frame().equals(whole[name].groups.to_frame())
     with pytest.raises(CheckpointMismatch, match="differs in seed"):
-        run_draws(net, estimators, batch, num_draws=120, seed=4, chunk_size=10, checkpoint=path)
+        run_draws(net, estimators, batch, num_draws=120, checkpoint=checkpoint,
+                  **(options | {"seed": 4}))
+    other = "generic" if path == "fast" else "fast"
+    with pytest.raises(CheckpointMismatch, match="differs in path"):
+        run_draws(net, estimators, batch, num_draws=120, checkpoint=checkpoint,
+                  **(options | {"path": other}))
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint", b"PK\x03\x04broken zip"])
+def test_a_corrupt_checkpoint_is_refused_in_one_line(tmp_path, content):
+    net, batch = problem()
+    checkpoint = tmp_path / "run.ckpt"
+    checkpoint.write_bytes(content)
+    with pytest.raises(ValueError, match=r"^checkpoint .*run.ckpt is not a readable torch.save "
+                                         r"file \(.*\)$") as caught:
+        run_draws(net, {"st": get_estimator("st")}, batch, num_draws=4, seed=0,
+                  checkpoint=checkpoint)
+    assert "\n" not in str(caught.value)
 
 
 KILL_SCRIPT = textwrap.dedent("""
@@ -127,6 +152,45 @@ def test_nan_stops_naming_estimator_draw_and_tensor_or_is_skipped():
                      nan_policy="skip")["broken"]
     assert 0 < len(runs.skipped) < 40
     assert runs["output.bias"].count == 200 - len(runs.skipped)
+    assert runs["expert.weight"].count == 200 - len(runs.skipped)
+
+
+def test_the_nan_hint_names_the_keyword_and_the_command_line_flag():
+    net, batch = problem()
+    with pytest.raises(ValueError, match=r"nan_policy='skip' \(command line: --nan-policy "
+                                         r"skip\)"):
+        run_draws(net, {"broken": NaNAtDraw()}, batch, num_draws=200, seed=0)
+
+
+@pytest.mark.parametrize("path", ["fast", "generic"])
+def test_skipping_every_draw_ends_in_one_line(path):
+    """#22 item 5: every draw non-finite under `skip` (NaN gate-logit bias) used to leave
+    accumulators without moments (a KeyError later); now one ValueError names the count."""
+    net, batch = problem()
+    with torch.no_grad():
+        net.gater_out.bias[0] = torch.nan
+    with pytest.raises(ValueError, match=r"^all 30 draws of 'st' were non-finite"):
+        run_draws(net, {"st": get_estimator("st")}, batch, num_draws=30, seed=0,
+                  nan_policy="skip", path=path)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 7, 256])
+def test_skipped_draws_agree_between_paths_and_chunk_sizes(chunk_size):
+    """Under `skip`, both paths keep the same draws and the same complete groups (fixed by
+    draw index, whatever the chunk size)."""
+    net, batch = problem()
+    options = dict(num_draws=200, seed=0, nan_policy="skip", group_size=10)
+    fast = run_draws(net, {"broken": NaNAtDraw()}, batch, chunk_size=chunk_size, **options)
+    generic = run_draws(net, {"broken": NaNAtDraw()}, batch, chunk_size=32, path="generic",
+                        **options)
+    assert fast["broken"].path == "fast" and generic["broken"].path == "generic"
+    assert fast["broken"].skipped == generic["broken"].skipped
+    a, b = fast["broken"].groups.to_frame(), generic["broken"].groups.to_frame()
+    assert a[["name", "group"]].equals(b[["name", "group"]])
+    skipped_groups = {i // 10 for i in generic["broken"].skipped}
+    assert skipped_groups.isdisjoint(set(b["group"]))
+    torch.testing.assert_close(torch.tensor(a["total_variance"].to_numpy()),
+                               torch.tensor(b["total_variance"].to_numpy()), rtol=1e-10, atol=0)
 
 
 def test_shares_of_draws_merge_to_the_single_run():
@@ -139,6 +203,7 @@ def test_shares_of_draws_merge_to_the_single_run():
     second = run_draws(net, estimators, batch, num_draws=43, seed=2, chunk_size=9,
                        first_draw=47, group_size=10)["reinforce"]
     first.merge(second)
+    assert whole.path == "fast"
     for key in whole.names():
         torch.testing.assert_close(first[key].mean, whole[key].mean, rtol=1e-12, atol=1e-15)
         torch.testing.assert_close(first[key].m2, whole[key].m2, rtol=1e-12, atol=1e-15)
