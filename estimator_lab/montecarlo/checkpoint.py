@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import pickle
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +19,7 @@ import torch
 
 from estimator_lab.montecarlo.accumulators import MomentAccumulator
 from estimator_lab.reporting.files import atomic_write_bytes
+from estimator_lab.serialization import safe_load_dict
 
 FORMAT_VERSION = 1
 
@@ -60,33 +59,6 @@ def save_checkpoint(
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def load_state(path: str | Path, what: str) -> dict:
-    """A dict saved by `torch.save`, loaded with `weights_only=True` (nothing executed).
-
-    Args:
-        path: the file.
-        what: what it should be, for the message (e.g. "checkpoint").
-
-    Raises:
-        ValueError: one line, for a missing, unreadable, corrupt or non-dict file.
-    """
-    try:
-        state = torch.load(path, weights_only=True, map_location="cpu")
-    except FileNotFoundError:
-        raise ValueError(f"{what} {path} does not exist") from None
-    except IsADirectoryError:
-        raise ValueError(f"{what} {path} is a folder, not a file") from None
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile,
-            ValueError, KeyError, AttributeError, TypeError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(
-            error).__name__
-        raise ValueError(f"{what} {path} is not a readable torch.save file ({reason[:200]})"
-                         ) from None
-    if not isinstance(state, dict):
-        raise ValueError(f"{what} {path} holds a {type(state).__name__}, not a dict")
-    return state
-
-
 def load_checkpoint(
     path: str | Path, fingerprint: dict, device=None,
     restore: Callable[[dict, object], object] = MomentAccumulator.from_state_dict,
@@ -107,7 +79,7 @@ def load_checkpoint(
     path = Path(path)
     if not path.exists():
         return None
-    state = load_state(path, "checkpoint")
+    state = safe_load_dict(path, "checkpoint")
     if state.get("version") != FORMAT_VERSION:
         raise CheckpointMismatch(f"{path}: checkpoint format {state.get('version')}, "
                                  f"expected {FORMAT_VERSION}")

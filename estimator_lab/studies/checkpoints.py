@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from estimator_lab.graphs import ConditionalConfig, ConditionalNetwork
+from estimator_lab.serialization import safe_load
 
 LOG_NAME = "log.json"
 
@@ -120,7 +121,7 @@ def training_checkpoints(
 def load_network(config: CheckpointConfig, file: str | Path) -> ConditionalNetwork:
     """A `ConditionalNetwork` of `config.network`'s sizes with the parameters of `file`."""
     graph = ConditionalNetwork(config.network)
-    graph.load_state_dict(torch.load(file, weights_only=True, map_location="cpu"))
+    graph.load_state_dict(safe_load(file, what="parameter snapshot"))
     return graph
 
 

@@ -27,6 +27,7 @@ from estimator_lab.data import mnist  # noqa: E402
 from estimator_lab.device import describe_device, resolve_device  # noqa: E402
 from estimator_lab.graphs import ConditionalNetwork  # noqa: E402
 from estimator_lab.reporting import Report, run_manifest, staged_directory  # noqa: E402
+from estimator_lab.serialization import safe_load  # noqa: E402
 from estimator_lab.train.gate_usage import gate_usage  # noqa: E402
 from estimator_lab.train.gaters import PAPER_GATERS  # noqa: E402
 from estimator_lab.train.sparse import time_sparse_inference  # noqa: E402
@@ -146,8 +147,7 @@ def _table(config: PaperTableConfig, runs: dict) -> pd.DataFrame:
 
 def _best_network(config: PaperTableConfig, gater: str) -> tuple[ConditionalNetwork, float]:
     """The first seed's best network of `gater` and its test-time threshold."""
-    best = torch.load(config.run_folder(gater, config.seeds[0]) / "best.pt",
-                      map_location="cpu", weights_only=False)
+    best = safe_load(config.run_folder(gater, config.seeds[0]) / "best.pt", what="run file")
     net = build_network(TrainConfig(gater))
     net.load_state_dict(best["state"])
     return net, best["threshold"]

@@ -116,6 +116,11 @@ class GaterConfig:
             raise ValueError("the KL criterion (Eq. 14) needs sigmoid gates")
         if self.sparsity == "l1" and self.kind not in RECTIFIER_KINDS:
             raise ValueError("the L1 criterion (Eq. 15) is for rectifier gates")
+        real = (self.target, self.kl_weight, self.l1_initial, self.l1_rate, self.noise_std,
+                self.beta, self.learning_rate, self.gater_lr, self.momentum, self.max_norm,
+                self.init_norm)
+        if not all(math.isfinite(v) for v in real if v is not None):
+            raise ValueError(f"gater settings must be finite numbers: {self}")
         if not 0 < self.target < 1 or self.learning_rate <= 0 or self.num_gates < 1:
             raise ValueError(f"invalid gater settings: {self}")
         if any((self.l1_rate <= 1, not 0 <= self.momentum < 1,

@@ -6,9 +6,17 @@ threshold, gate activity), `last.pt` (everything needed to resume: parameters, o
 estimator state, the L1 weight, the log, the best model so far and the resolved gater settings,
 checked on resume), `best.pt` (the parameters with the lowest validation error and their
 threshold) and `epoch-XXX.pt` parameter snapshots at `snapshot_epochs`. Every file is written
-atomically, so a crash leaves the previous epoch's files; `train_gater` on an existing folder
-resumes from `last.pt`. Noise is a pure function of `(seed, step)` and minibatch order of
-`(seed, epoch)`, so a resumed run continues exactly as an uninterrupted one.
+atomically, `last.pt` last of an epoch's files, so a crash leaves the previous epoch's files;
+`train_gater` on an existing folder resumes from `last.pt`. Noise is a pure function of
+`(seed, step)` and minibatch order of `(seed, epoch)`, so a resumed run continues exactly as an
+uninterrupted one. Nothing is written before the settings, the data and any `last.pt` to resume
+have been checked and read, so a run that fails to start leaves the folder as it was.
+
+The `.pt` files hold only tensors and plain containers (the configuration as a dict, the
+estimator state as a dict of tensors), and are read with `torch.load(weights_only=True)`
+(`safe_load`): a file holding anything else is refused, not run. `last.pt` files written before
+this format hold the SBN's estimator state as a `RatioState`, a frozen dataclass of tensors that
+is allowed by name when reading them (and converted: the next epoch saves the new format).
 """
 
 from __future__ import annotations
@@ -26,10 +34,11 @@ import pandas as pd
 import torch
 
 from estimator_lab.data import mnist
-from estimator_lab.estimators.baselines import ReinforceOptimal
+from estimator_lab.estimators.baselines import RatioState, ReinforceOptimal
 from estimator_lab.graphs import ConditionalConfig, ConditionalNetwork
 from estimator_lab.montecarlo.noise import uniform_noise
 from estimator_lab.reporting.files import atomic_write_bytes, atomic_write_text
+from estimator_lab.serialization import safe_load
 from estimator_lab.train.gaters import (
     NOISE_STREAMS,
     PAPER_GATERS,
@@ -61,6 +70,16 @@ OPTIONAL = tuple(name for name, hint in get_type_hints(GaterConfig).items()
 
 GATER_DEFAULTS = {f.name: f.default for f in fields(GaterConfig) if f.default is not MISSING}
 """`GaterConfig`'s default settings, for run folders saved before a setting existed."""
+
+LEGACY_STATE_TYPES = (RatioState,)
+"""The classes a `last.pt` of the earlier format holds (the SBN's estimator state), allowed by
+name when reading one; the current format holds none."""
+
+STATE_KEYS = ("config", "net", "optimiser", "estimator_state", "l1_weight", "rows", "best")
+"""The entries every `last.pt` holds (runs saved before `gater_settings` existed lack it)."""
+
+MAX_SEED = 2**64 - 1
+"""The largest seed (`torch.Generator.manual_seed` takes 64 bits)."""
 
 
 @dataclass(frozen=True)
@@ -99,12 +118,23 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.gater not in PAPER_GATERS:
             raise KeyError(f"unknown gater {self.gater!r}; choose one of {', '.join(PAPER_GATERS)}")
+        if not _is_int(self.seed) or not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"seed must be an integer in [0, 2**64 - 1], got {self.seed!r}")
+        counts = {"max_epochs": self.max_epochs, "patience": self.patience,
+                  "batch_size": self.batch_size, "train_size": self.train_size,
+                  "eval_size": self.eval_size}
+        if not all(_is_int(v) for v in counts.values() if v is not None) or not all(
+                _is_int(e) and e >= 0 for e in self.snapshot_epochs):
+            raise ValueError(f"{', '.join(counts)} and snapshot_epochs must be integers: {self}")
         unknown = set(self.overrides) - set(OVERRIDABLE)
         if unknown:
             raise ValueError(f"cannot override {sorted(unknown)}; choose from {OVERRIDABLE}")
         required = sorted(k for k, v in self.overrides.items() if v is None and k not in OPTIONAL)
         if required:
             raise ValueError(f"{required} cannot be none; only {OPTIONAL} can")
+        if not all(isinstance(v, int | float) and not isinstance(v, bool)
+                   for v in self.overrides.values() if v is not None):
+            raise ValueError(f"overrides must be numbers or none, got {self.overrides}")
         _ = self.gater_config  # validates the overridden settings
         if self.max_epochs < 1 or self.patience < 1 or self.batch_size < 1:
             raise ValueError(f"max_epochs, patience and batch_size must be >= 1: {self}")
@@ -250,14 +280,17 @@ class TrainingRun:
         return {
             "config": asdict(self.config), "gater_settings": asdict(self.gater),
             "net": self.net.state_dict(),
-            "optimiser": self.optimiser.state_dict(), "estimator_state": self.estimator_state,
+            "optimiser": self.optimiser.state_dict(),
+            "estimator_state": (None if self.estimator_state is None
+                                else asdict(self.estimator_state)),
             "l1_weight": self.l1_weight, "rows": self.rows, "best": self.best,
         }
 
     def load_state_dict(self, state: dict) -> None:
         self.net.load_state_dict(state["net"])
         self.optimiser.load_state_dict(state["optimiser"])
-        self.estimator_state = state["estimator_state"]
+        if self.estimator_state is not None:
+            self.estimator_state = replace(self.estimator_state, **state["estimator_state"])
         self.l1_weight = state["l1_weight"]
         self.rows = state["rows"]
         self.best = state["best"]
@@ -324,10 +357,12 @@ def train_gater(config: TrainConfig, out: str | Path, *, progress: bool = True) 
     from estimator_lab.device import resolve_device
 
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} is a file, not a run folder")
     device = resolve_device(config.device)
     run = TrainingRun(config, device)
     if (out / "last.pt").exists():
-        state = torch.load(out / "last.pt", map_location=device, weights_only=False)
+        state = _load_last(out / "last.pt", device)
         saved = _saved_config(state)
         # runs saved before the resolved settings were stored are taken as made with them;
         # settings added since are taken at their defaults
@@ -336,9 +371,8 @@ def train_gater(config: TrainConfig, out: str | Path, *, progress: bool = True) 
             raise ValueError(f"{out} holds a run with other settings ({saved}, {settings}); "
                              "use another folder")
         run.load_state_dict(state)
-    atomic_write_text(out / "config.json", json.dumps(
-        {**asdict(config), "gater_settings": asdict(config.gater_config)}, indent=2) + "\n")
     train, valid, test = _load_data(config, device)
+    _remove_stale_temporaries(out)
 
     while not _finished(run):
         epoch = run.epoch + 1
@@ -362,6 +396,9 @@ def train_gater(config: TrainConfig, out: str | Path, *, progress: bool = True) 
             _save(out / f"epoch-{epoch:03d}.pt", run.net.state_dict())
         atomic_write_text(out / "log.csv", pd.DataFrame(run.rows, columns=LOG_COLUMNS)
                           .to_csv(index=False))
+        atomic_write_text(out / "config.json", json.dumps(
+            {**asdict(config), "gater_settings": asdict(config.gater_config)}, indent=2,
+            allow_nan=False) + "\n")
         _save(out / "last.pt", run.state_dict())
         if progress:
             print(f"{config.gater} epoch {epoch}: train loss {row['train_loss']:.4g}, "
@@ -386,15 +423,45 @@ def _result(run: TrainingRun) -> TrainResult:
     )
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """Deletes the temporary files (`.NAME.*.tmp`) that a run killed mid-write left in `out`."""
+    for stale in out.glob(".*.tmp"):
+        stale.unlink(missing_ok=True)
+
+
+def _load_last(path: Path, device: torch.device | str) -> dict:
+    """The state saved in a `last.pt` (of this format or the earlier one), read safely.
+
+    Raises:
+        ValueError: if the file is corrupt, holds anything but tensors, plain containers and
+            `LEGACY_STATE_TYPES`, or lacks an entry of `STATE_KEYS`.
+    """
+    state = safe_load(path, what="run file", map_location=device,
+                      allowed=LEGACY_STATE_TYPES)
+    missing = [k for k in STATE_KEYS if k not in state] if isinstance(state, dict) else STATE_KEYS
+    if missing:
+        raise ValueError(f"{path} is not a run's last.pt (it lacks {', '.join(missing)})")
+    if isinstance(state["estimator_state"], LEGACY_STATE_TYPES):
+        state["estimator_state"] = asdict(state["estimator_state"])
+    return state
+
+
 def _saved_config(state: dict) -> TrainConfig:
     """The `TrainConfig` stored in a `last.pt` state (runs older than `overrides` have none)."""
     saved = state["config"]
-    return TrainConfig(**{**saved, "snapshot_epochs": tuple(saved["snapshot_epochs"])})
+    try:
+        return TrainConfig(**{**saved, "snapshot_epochs": tuple(saved["snapshot_epochs"])})
+    except (TypeError, KeyError) as error:
+        raise ValueError(f"the run's saved settings are not a TrainConfig: {error}") from None
 
 
 def load_run(out: str | Path) -> TrainResult:
     """The `TrainResult` of a run folder (finished or not) from its `last.pt`."""
-    state = torch.load(Path(out) / "last.pt", map_location="cpu", weights_only=False)
+    state = _load_last(Path(out) / "last.pt", "cpu")
     run = TrainingRun(_saved_config(state), torch.device("cpu"))
     run.load_state_dict(state)
     return _result(run)

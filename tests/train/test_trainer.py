@@ -1,5 +1,9 @@
 """The epoch trainer: resumes exactly, refuses incompatible folders, writes complete run folders."""
 
+import json
+import math
+import os
+import shlex
 from dataclasses import replace
 
 import pandas as pd
@@ -7,10 +11,12 @@ import pytest
 import torch
 
 from estimator_lab.cli import main
+from estimator_lab.estimators.baselines import RatioState
 from estimator_lab.train.command import parse_overrides
 from estimator_lab.train.gaters import PAPER_GATERS
 from estimator_lab.train.trainer import (
     LOG_COLUMNS,
+    OVERRIDABLE,
     TrainConfig,
     build_network,
     build_optimiser,
@@ -20,6 +26,22 @@ from estimator_lab.train.trainer import (
 )
 
 TINY = {"train_size": 64, "eval_size": 64, "batch_size": 32}
+
+
+class ShellCommand:
+    """Pickles as a call of `os.system(command)`: loading it with plain pickle runs it."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+def plant_pickle(path, marker):
+    """Writes a `.pt` file at `path` whose loading (unsafely) would create `marker`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"config": ShellCommand(f"touch {shlex.quote(str(marker))}")}, path)
 
 
 def test_sbn_gater_learns_at_its_own_rate():
@@ -38,6 +60,58 @@ def test_bad_settings_fail_before_any_work():
         TrainConfig("sts", overrides={"num_gates": 3.0})
     with pytest.raises(ValueError, match="invalid gater settings"):
         TrainConfig("sts", overrides={"kl_weight": -1.0})
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+@pytest.mark.parametrize("name", OVERRIDABLE)
+def test_non_finite_settings_are_refused(name, value):
+    with pytest.raises(ValueError, match="gater settings"):
+        TrainConfig("sbn", overrides={name: value})
+
+
+@pytest.mark.parametrize("seed", [-1, 2**64, True, 1.5])
+def test_bad_seeds_are_refused(seed):
+    with pytest.raises(ValueError, match="seed must be an integer"):
+        TrainConfig("sbn", seed=seed)
+
+
+@pytest.mark.parametrize("argument", [["--seed", "-1"], ["--seed", str(2**64)],
+                                      ["--set", "kl_weight=nan"], ["--set", "l1_rate=inf"]])
+def test_a_run_that_fails_to_start_writes_nothing(tmp_path, capsys, argument):
+    out = tmp_path / "run"
+    assert main(["train", "sbn", "--epochs", "1", "--train-size", "64", "--eval-size", "64",
+                 "--device", "cpu", "--quiet", "--out", str(out), *argument]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and ("seed" in error or "finite" in error), error
+    assert not out.exists()
+
+
+def test_a_planted_pickle_in_a_run_folder_is_refused_and_not_run(tmp_path, capsys):
+    out, marker = tmp_path / "run", tmp_path / "executed"
+    plant_pickle(out / "last.pt", marker)
+    assert main(["train", "sbn", "--epochs", "1", "--device", "cpu", "--quiet",
+                 "--out", str(out)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "posix.system" in error and "not loaded" in error
+    with pytest.raises(ValueError, match="nothing in it was run"):
+        train_gater(TrainConfig("sbn", max_epochs=1), out, progress=False)
+    with pytest.raises(ValueError, match="nothing in it was run"):
+        load_run(out)
+    assert not marker.exists()
+    assert sorted(p.name for p in out.iterdir()) == ["last.pt"]
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 not a zip", None])
+def test_a_corrupt_or_foreign_last_pt_is_refused_in_one_line(tmp_path, content):
+    out = tmp_path / "run"
+    out.mkdir()
+    if content is None:
+        torch.save({"net": {}}, out / "last.pt")  # loadable, but not a run's state
+    else:
+        (out / "last.pt").write_bytes(content)
+    with pytest.raises(ValueError, match="last.pt") as error:
+        load_run(out)
+    assert "\n" not in str(error.value)
 
 
 def test_overrides_replace_only_the_named_settings():
@@ -93,6 +167,22 @@ def test_a_resumed_run_continues_exactly_as_an_uninterrupted_one(mnist_env, tmp_
 
 
 @pytest.mark.network
+def test_a_run_folder_of_the_earlier_format_resumes_exactly(mnist_env, tmp_path):
+    """`last.pt` files written before the plain format hold the SBN state as a `RatioState`."""
+    train_gater(TrainConfig("sbn", max_epochs=2, **TINY), tmp_path / "a", progress=False)
+    train_gater(TrainConfig("sbn", max_epochs=1, **TINY), tmp_path / "b", progress=False)
+    state = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
+    assert set(state["estimator_state"]) == {"numerator", "denominator"}  # plain tensors
+    state["estimator_state"] = RatioState(**state["estimator_state"])
+    torch.save(state, tmp_path / "b" / "last.pt")  # as the earlier format saved it
+    train_gater(TrainConfig("sbn", max_epochs=2, **TINY), tmp_path / "b", progress=False)
+    a, b = (torch.load(tmp_path / name / "final.pt", weights_only=True) for name in ("a", "b"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    resaved = torch.load(tmp_path / "b" / "last.pt", weights_only=True)  # converted
+    assert set(resaved["estimator_state"]) == {"numerator", "denominator"}
+
+
+@pytest.mark.network
 def test_a_folder_with_other_settings_is_refused(mnist_env, tmp_path, monkeypatch):
     train_gater(TrainConfig("sts", max_epochs=1, **TINY), tmp_path, progress=False)
     with pytest.raises(ValueError, match="other settings"):
@@ -109,7 +199,7 @@ def test_a_folder_with_other_settings_is_refused(mnist_env, tmp_path, monkeypatc
 @pytest.mark.network
 def test_a_run_saved_before_a_setting_existed_resumes_only_at_its_default(mnist_env, tmp_path):
     train_gater(TrainConfig("sts", max_epochs=1, **TINY), tmp_path, progress=False)
-    state = torch.load(tmp_path / "last.pt", weights_only=False)
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
     del state["gater_settings"]["init_norm"]  # as saved before `init_norm` was added
     torch.save(state, tmp_path / "last.pt")
     with pytest.raises(ValueError, match="other settings"):
@@ -127,5 +217,11 @@ def test_train_command_writes_a_run_folder(mnist_env, tmp_path, capsys):
     assert "best epoch" in capsys.readouterr().out
     log = pd.read_csv(out / "log.csv")
     assert list(log.columns) == list(LOG_COLUMNS) and len(log) == 2
+
+    def no_constants(name):
+        raise AssertionError(f"config.json holds the non-standard {name}")
+
+    saved = json.loads((out / "config.json").read_text(), parse_constant=no_constants)
+    assert saved["gater"] == "baseline-sigmoid" and saved["max_epochs"] == 1
     assert main(["train", "relu", "--out", str(out)]) == 2
     assert "unknown gater" in capsys.readouterr().err
