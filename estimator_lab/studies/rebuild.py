@@ -7,23 +7,45 @@ changed in code can so be regenerated for old runs, and a run's report can be ch
 its data (the rebuilt files are byte-identical to the original when nothing changed).
 
 Studies are found by the manifest's `study` entry in `STUDIES` (name -> rebuild function).
+
+What is read is checked before anything is written, so a damaged or edited folder gives one
+line saying what is wrong (`ReportError`) instead of a report of wrong numbers: every table
+must be complete (no cut-off last line, every row as wide as the header), the configuration's
+entries must have their fields' types and pass the config class's own checks, a graph spec
+must build through `build_problem` (the parser the CLI uses), and for the `bias`, `demo` and
+`variance` studies the tables' columns must hold numbers where numbers belong and their rows
+must be the configured estimators times the graph's coordinates (or parameter groups).
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import fields, is_dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from estimator_lab.studies.bias import BiasConfig, bias_report
+from estimator_lab.data.mnist import MNISTError
+from estimator_lab.graphs import ConditionalNetwork
+from estimator_lab.graphs.specs import build_problem
+from estimator_lab.montecarlo import GATE_LOGITS
+from estimator_lab.stats import SUMMARY_COLUMNS
+from estimator_lab.studies.bias import RESULT_COLUMNS, BiasConfig, bias_report
 from estimator_lab.studies.demo import DemoConfig, demo_report
-from estimator_lab.studies.variance import VarianceConfig, variance_report
+from estimator_lab.studies.variance import (
+    GATE_COLUMNS,
+    REFERENCE,
+    VarianceConfig,
+    variance_report,
+)
 
 # Floats must read back bit for bit: pandas >= 3.1 does so by default (and deprecates the option).
 _EXACT_FLOATS = (
@@ -34,6 +56,36 @@ _EXACT_FLOATS = (
 
 class ReportError(ValueError):
     """A report folder that cannot be rebuilt; the message is one line saying why."""
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    # Whether a value read from JSON has the type of a config field (unknown hints: the
+    # config class's own checks decide).
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, arg) for arg in args)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_fits(item, args[0]) for item in value)
+        return len(value) == len(args) and all(map(_fits, value, args))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint in (int, float):
+        return isinstance(value, int if hint is int else (int, float)) and not isinstance(
+            value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if is_dataclass(hint):
+        return isinstance(value, (dict, hint))
+    return True
+
+
+def _type_name(hint: Any) -> str:
+    return hint.__name__ if isinstance(hint, type) else str(hint).replace("NoneType", "None")
 
 
 def config_from_dict(cls: type, data: Mapping[str, Any]) -> Any:
@@ -47,7 +99,8 @@ def config_from_dict(cls: type, data: Mapping[str, Any]) -> Any:
         data: the `asdict` form, e.g. `manifest["config"]`.
 
     Raises:
-        ReportError: an entry the class does not have, or values the class rejects.
+        ReportError: an entry the class does not have, a value of another type than its
+            field's (`"abc"` for an `int`), or values the class rejects.
 
     Example:
         >>> config_from_dict(BiasConfig, {"graph": "toy:n=3", "estimators": ["st"]}).estimators
@@ -61,6 +114,9 @@ def config_from_dict(cls: type, data: Mapping[str, Any]) -> Any:
     values = {}
     for name in (n for n in names if n in data):
         value, kind = data[name], hints[name]
+        if not _fits(value, kind):
+            raise ReportError(f"{cls.__name__} rejects the saved configuration: {name} must be "
+                              f"{_type_name(kind)}, got {value!r}")
         if is_dataclass(kind) and isinstance(value, dict):
             value = config_from_dict(kind, value)
         elif typing.get_origin(kind) is tuple and isinstance(value, list):
@@ -95,11 +151,25 @@ def read_manifest(folder: str | Path) -> dict:
     return manifest
 
 
+def _check_complete(path: Path, text: str) -> None:
+    # A table as `DataFrame.to_csv` writes it: newline-terminated, every row as wide as the
+    # header (pandas would fill a short row with NaN without a word).
+    if text and not text.endswith("\n"):
+        raise ReportError(f"{path} is cut short: its last line is incomplete")
+    rows = csv.reader(io.StringIO(text))
+    width = len(next(rows, []))
+    for line, row in enumerate(rows, start=2):
+        if len(row) != width:
+            raise ReportError(f"{path} is damaged: row {line} has {len(row)} fields, the "
+                              f"header {width}")
+
+
 def read_results(folder: Path, study: str, names: list[str]) -> list[pd.DataFrame]:
     """Reads a study's saved CSV tables exactly (floats round-trip bit for bit).
 
     Raises:
-        ReportError: a file is missing or is not a CSV table.
+        ReportError: a file is missing, is not a CSV table, is cut short, or has a row of
+            another width than its header.
     """
     missing = [name for name in names if not (folder / name).is_file()]
     if missing:
@@ -109,22 +179,167 @@ def read_results(folder: Path, study: str, names: list[str]) -> list[pd.DataFram
     frames = []
     for name in names:
         try:
-            frames.append(pd.read_csv(folder / name, **_EXACT_FLOATS))
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+            text = (folder / name).read_text(encoding="utf-8")
+            _check_complete(folder / name, text)
+            frames.append(pd.read_csv(io.StringIO(text), **_EXACT_FLOATS))
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError,
+                csv.Error) as error:
             message = " ".join(str(error).split())
             raise ReportError(f"{folder / name} is not a readable table: {message}") from None
     return frames
 
 
+def check_columns(frame: pd.DataFrame, path: Path, *, numeric: Sequence[str] = (),
+                  text: Sequence[str] = ()) -> None:
+    """Checks a saved table's schema: `numeric` columns hold numbers (NaN allowed), `text`
+    columns hold a string in every row.
+
+    Raises:
+        ReportError: a column is missing, or the first row breaking the rule, in one line.
+    """
+    missing = [c for c in (*text, *numeric) if c not in frame]
+    if missing:
+        raise ReportError(f"{path} lacks the column(s) {', '.join(missing)}")
+    for column in numeric:
+        values = frame[column]
+        if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+            continue
+        bad = pd.to_numeric(values, errors="coerce").isna() & values.notna()
+        row = int(np.argmax(bad.to_numpy())) if bad.any() else 0
+        raise ReportError(f"{path}: column {column!r} must hold numbers, row {row + 2} holds "
+                          f"{values.iloc[row]!r}")
+    for column in text:
+        bad = ~frame[column].map(lambda value: isinstance(value, str))
+        if bad.any():
+            row = int(np.argmax(bad.to_numpy()))
+            raise ReportError(f"{path}: column {column!r} must name something in every row, "
+                              f"row {row + 2} holds {frame[column].iloc[row]!r}")
+
+
+def check_blocks(frame: pd.DataFrame, path: Path, estimators: Sequence[str]) -> pd.Series:
+    """Checks that a table holds one block of rows per estimator, in the configured order.
+
+    Returns:
+        the rows per estimator (a Series indexed by estimator, in order).
+
+    Raises:
+        ReportError: other estimators, another order, or an estimator's rows split.
+    """
+    column = frame["estimator"].to_numpy()
+    starts = np.flatnonzero(np.r_[True, column[1:] != column[:-1]]) if len(column) else []
+    found = [column[i] for i in starts]
+    if found != list(estimators):
+        raise ReportError(f"{path} holds rows of the estimators {found}, the saved "
+                          f"configuration {list(estimators)}")
+    return frame.groupby("estimator", sort=False).size()
+
+
+def _mismatch(path: Path, what: str) -> ReportError:
+    return ReportError(f"{path} does not match the saved configuration: {what}")
+
+
+def graph_layout(spec: str, seed: int, folder: Path) -> pd.DataFrame:
+    """The tracked tensors of a graph spec: one row per `parameter` with its `numel`
+    (`gate_logits` first, then the parameters), built through `build_problem`.
+
+    Raises:
+        ReportError: the spec is refused (or needs MNIST data that cannot be read).
+    """
+    try:
+        problem = build_problem(spec, seed=seed)
+    except (ValueError, MNISTError) as error:
+        raise ReportError(f"{folder / 'manifest.json'}: the saved graph spec is refused: "
+                          f"{error}") from None
+    logits = problem.graph.logits(problem.batch)
+    return pd.DataFrame(
+        [(GATE_LOGITS, logits.numel())]
+        + [(name, p.numel()) for name, p in problem.graph.named_parameters()],
+        columns=["parameter", "numel"],
+    )
+
+
+def _check_draws(frame: pd.DataFrame, path: Path, expected: Mapping[str, int]) -> None:
+    wrong = frame[frame["draws"] != frame["estimator"].map(expected)]
+    if len(wrong):
+        row = wrong.iloc[0]
+        raise _mismatch(path, f"{row['estimator']} has {row['draws']} draws, expected "
+                              f"{expected[row['estimator']]}")
+
+
+def _check_layout(frame: pd.DataFrame, path: Path, estimators: Sequence[str],
+                  layout: pd.DataFrame) -> None:
+    # Every estimator's block lists the tracked tensors of `layout` (parameter, numel) in order.
+    sizes = check_blocks(frame, path, estimators)
+    for name, block in frame.groupby("estimator", sort=False):
+        rows = block[["parameter", "numel"]].reset_index(drop=True)
+        if sizes[name] != len(layout) or not rows.equals(layout.astype(rows.dtypes)):
+            raise _mismatch(path, f"the rows of {name} are not the tensors "
+                                  f"{', '.join(map(str, layout['parameter']))} with "
+                                  f"{', '.join(map(str, layout['numel']))} coordinates")
+
+
+_SUMMARY_NUMERIC = [c for c in SUMMARY_COLUMNS if c not in ("estimator", "parameter")]
+_BIAS_SUMMARY_NUMERIC = ["draws", "coordinates", "max_abs_z", "holm_pvalue",
+                         "coordinates_flagged", "exact_bias_norm", "relative_exact_bias",
+                         "mean_variance", "exact_mean_variance"]
+
+
+def _present(frame: pd.DataFrame, columns: Sequence[str]) -> list[str]:
+    # The columns of a documented set a table has (older runs lack some of the newer ones).
+    return [c for c in columns if c in frame]
+
+
 def _rebuild_demo(folder: Path, manifest: dict) -> Path:
     results, bias = read_results(folder, "demo", ["results.csv", "bias_check.csv"])
     config = config_from_dict(DemoConfig, manifest["config"])
+    path = folder / "results.csv"
+    check_columns(results, path, numeric=_present(results, _SUMMARY_NUMERIC),
+                  text=["estimator", "parameter", "shape"])
+    sizes = results["shape"].str.split("x").map(lambda dims: int(np.prod([int(d) for d in dims])))
+    if results["numel"].ne(sizes).any():
+        row = int(np.argmax(results["numel"].ne(sizes).to_numpy()))
+        raise ReportError(f"{path} is damaged: row {row + 2} has {results['numel'].iloc[row]} "
+                          f"coordinates, its shape {results['shape'].iloc[row]} {sizes.iloc[row]}")
+    network = ConditionalNetwork(config.network)
+    layout = pd.DataFrame(
+        [(GATE_LOGITS, config.batch_size * config.network.num_gates)]
+        + [(name, p.numel()) for name, p in network.named_parameters()],
+        columns=["parameter", "numel"],
+    )
+    _check_layout(results, path, config.estimators, layout)
+    _check_draws(results, path, dict.fromkeys(config.estimators, config.draws))
+    path = folder / "bias_check.csv"
+    check_columns(bias, path, numeric=_BIAS_SUMMARY_NUMERIC[:5], text=["estimator"])
+    check_blocks(bias, path, config.estimators)
+    _check_draws(bias, path, dict.fromkeys(config.estimators, config.draws))
     return demo_report(config, results, bias, manifest).write(folder)
 
 
 def _rebuild_bias(folder: Path, manifest: dict) -> Path:
     results, summary = read_results(folder, "bias", ["results.csv", "summary.csv"])
     config = config_from_dict(BiasConfig, manifest["config"])
+    layout = graph_layout(config.graph, config.seed, folder)
+    text = ["graph", "estimator", "parameter"]
+    path = folder / "results.csv"
+    check_columns(results, path, numeric=[c for c in RESULT_COLUMNS if c not in text],
+                  text=text)
+    if results["graph"].ne(config.graph).any():
+        raise _mismatch(path, f"rows of another graph than {config.graph!r}")
+    coordinates = int(layout["numel"].sum())
+    sizes = check_blocks(results, path, config.estimators)
+    parameters = np.repeat(layout["parameter"].to_numpy(), layout["numel"].to_numpy())
+    index = np.concatenate([np.arange(n) for n in layout["numel"]])
+    for name, block in results.groupby("estimator", sort=False):
+        if (sizes[name] != coordinates or (block["parameter"].to_numpy() != parameters).any()
+                or (block["index"].to_numpy() != index).any()):
+            raise _mismatch(path, f"{name} has {sizes[name]} rows, not the {coordinates} "
+                                  f"coordinates of {config.graph!r} in order")
+    path = folder / "summary.csv"
+    check_columns(summary, path, numeric=_BIAS_SUMMARY_NUMERIC, text=["estimator"])
+    check_blocks(summary, path, config.estimators)
+    if summary["coordinates"].ne(coordinates).any():
+        raise _mismatch(path, f"coordinates other than the graph's {coordinates}")
+    _check_draws(summary, path, dict.fromkeys(config.estimators, config.draws))
     return bias_report(config, results, summary, manifest).write(folder)
 
 
@@ -132,6 +347,31 @@ def _rebuild_variance(folder: Path, manifest: dict) -> Path:
     summary, gates, ratios = read_results(folder, "variance",
                                           ["summary.csv", "gates.csv", "ratios.csv"])
     config = config_from_dict(VarianceConfig, manifest["config"])
+    paper = config.graph == "paper"
+    layout = None if paper else graph_layout(config.graph, config.seed, folder)
+    names = list(dict.fromkeys([*config.estimators, *([REFERENCE] if paper else [])]))
+    path = folder / "summary.csv"
+    check_columns(summary, path, numeric=_present(summary, _SUMMARY_NUMERIC),
+                  text=["graph", "estimator", "parameter"])
+    if summary["graph"].ne(config.graph).any():
+        raise _mismatch(path, f"rows of another graph than {config.graph!r}")
+    if paper:  # the paper network's tensors: those of the first estimator, for every one
+        layout = (summary.loc[summary["estimator"] == names[0], ["parameter", "numel"]]
+                  .reset_index(drop=True))
+    _check_layout(summary, path, names, layout)
+    skipped = manifest.get("skipped_draws", {})
+    _check_draws(summary, path, {n: config.draws - skipped.get(n, 0) for n in names})
+    path = folder / "gates.csv"
+    check_columns(gates, path, numeric=GATE_COLUMNS[1:], text=["estimator"])
+    sizes = check_blocks(gates, path, config.estimators)
+    logits = int(layout.loc[layout["parameter"] == GATE_LOGITS, "numel"].sum())
+    if sizes.ne(logits).any():
+        raise _mismatch(path, f"an estimator without one row per gate logit ({logits})")
+    path = folder / "ratios.csv"
+    check_columns(ratios, path, numeric=["variance_ratio"], text=["estimator", "baseline"])
+    check_blocks(ratios, path, names[1:])
+    if ratios["baseline"].ne(names[0]).any() or len(ratios) != len(layout) * (len(names) - 1):
+        raise _mismatch(path, f"not one ratio against {names[0]} per estimator and tensor")
     return variance_report(config, summary, gates, ratios, manifest).write(folder)
 
 
@@ -186,9 +426,11 @@ def rebuild_report(folder: str | Path) -> Path:
         the path of the rewritten `report.md`.
 
     Raises:
-        ReportError: no manifest, an unknown study, missing or unreadable result files, a
-            saved configuration the study's config class rejects, or a column or manifest
-            entry the report needs that is missing.
+        ReportError: no manifest, an unknown study, missing, unreadable, cut-short or
+            damaged result files, a saved configuration the study's config class or graph
+            spec parser rejects (or of the wrong types), tables whose columns or rows do not
+            match the configuration, or a column or manifest entry the report needs that is
+            missing or holds a value it cannot use.
     """
     folder = Path(folder)
     manifest = read_manifest(folder)
@@ -200,8 +442,14 @@ def rebuild_report(folder: str | Path) -> Path:
         )
     try:
         return STUDIES[study](folder, manifest)
+    except ReportError:
+        raise
     except KeyError as error:  # a column or manifest entry the study's report reads
         raise ReportError(
             f"{folder}: the saved results or manifest lack {error.args[0]!r}, which the "
             f"{study!r} report needs"
         ) from None
+    except (TypeError, ValueError) as error:  # a saved value the study's report cannot use
+        message = " ".join(str(error).split())
+        raise ReportError(f"{folder}: the saved results or manifest hold a value the "
+                          f"{study!r} report cannot use: {message}") from None

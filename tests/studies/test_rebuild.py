@@ -4,6 +4,7 @@ one-line errors for folders that cannot be rebuilt."""
 import json
 import shutil
 from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 
@@ -11,7 +12,10 @@ from estimator_lab.graphs import ConditionalConfig
 from estimator_lab.studies import bias as bias_study
 from estimator_lab.studies.bias import BiasConfig, run_bias
 from estimator_lab.studies.demo import DemoConfig, run_demo
-from estimator_lab.studies.rebuild import ReportError, config_from_dict, rebuild_report
+from estimator_lab.studies.rebuild import STUDIES, ReportError, config_from_dict, rebuild_report
+from estimator_lab.studies.variance import VarianceConfig, run_variance
+
+REPORTS = Path(__file__).parents[2] / "reports"
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +76,40 @@ def edit_manifest(folder, change):
     (folder / "manifest.json").write_text(json.dumps(manifest))
 
 
+def edit_config(**entries):
+    return lambda f: edit_manifest(f, lambda m: m["config"].update(entries))
+
+
+def cut(name, *, size=None, lines=None):
+    """Cuts a saved table to its first `size` bytes or its first `lines` lines."""
+    def damage(folder):
+        data = (folder / name).read_bytes()
+        if lines is not None:
+            data = b"".join(data.splitlines(keepends=True)[:lines])
+        (folder / name).write_bytes(data[:size])
+    return damage
+
+
+def edit_cell(name, line, column, value):
+    """Sets one field of line `line` (1 is the header) of a saved table, as text."""
+    def damage(folder):
+        rows = (folder / name).read_text().splitlines(keepends=True)
+        header = rows[0].rstrip("\n").split(",")
+        fields = rows[line - 1].rstrip("\n").split(",")
+        fields[header.index(column) + len(fields) - len(header)] = value  # quoted graph spec
+        rows[line - 1] = ",".join(fields) + "\n"
+        (folder / name).write_text("".join(rows))
+    return damage
+
+
+def drop_field(name, line):
+    def damage(folder):
+        rows = (folder / name).read_text().splitlines(keepends=True)
+        rows[line - 1] = rows[line - 1].rstrip("\n").rsplit(",", 1)[0] + "\n"
+        (folder / name).write_text("".join(rows))
+    return damage
+
+
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
@@ -95,6 +133,40 @@ def edit_manifest(folder, change):
          "BiasConfig rejects the saved configuration: draws must be >= 2"),
         (lambda f: edit_manifest(f, lambda m: m.pop("num_gates")),
          "the saved results or manifest lack 'num_gates', which the 'bias' report needs"),
+        # Regression (issue #22 defect 4): tampered data rebuilt with exit 0, or a traceback.
+        (cut("results.csv", size=300), "results.csv is cut short: its last line is incomplete"),
+        (cut("results.csv", lines=6), "results.csv holds rows of the estimators ['reinforce'], "
+                                      "the saved configuration ['reinforce', 'st']"),
+        (cut("results.csv", lines=12), "results.csv does not match the saved configuration: st "
+                                       "has 5 rows, not the 6 coordinates of 'toy:n=3' in order"),
+        (drop_field("results.csv", 3), "results.csv is damaged: row 3 has 11 fields, the "
+                                       "header 12"),
+        (edit_cell("results.csv", 4, "mean", "abc"),
+         "results.csv: column 'mean' must hold numbers, row 4 holds 'abc'"),
+        (edit_cell("results.csv", 4, "parameter", ""),
+         "results.csv: column 'parameter' must name something in every row, row 4 holds nan"),
+        (edit_cell("results.csv", 5, "parameter", "gate_logits"),
+         "results.csv does not match the saved configuration: reinforce has 6 rows, not the 6 "
+         "coordinates of 'toy:n=3' in order"),
+        (edit_cell("summary.csv", 3, "draws", "49"),
+         "summary.csv does not match the saved configuration: st has 49 draws, expected 50"),
+        (edit_config(graph="toy:n=-3"),
+         "manifest.json: the saved graph spec is refused: bad graph spec 'toy:n=-3': n must "
+         "be >= 1"),
+        (edit_config(graph="toy:n=4"), "results.csv does not match the saved configuration: "
+                                       "rows of another graph than 'toy:n=4'"),
+        (edit_config(estimators=["st", "reinforce"]),
+         "results.csv holds rows of the estimators ['reinforce', 'st'], the saved "
+         "configuration ['st', 'reinforce']"),
+        (edit_config(draws="abc"),
+         "BiasConfig rejects the saved configuration: draws must be int, got 'abc'"),
+        (edit_config(draws=51),
+         "summary.csv does not match the saved configuration: reinforce has 50 draws, "
+         "expected 51"),
+        (edit_config(seed=True), "seed must be int, got True"),
+        (edit_config(alpha="0.01"), "alpha must be float, got '0.01'"),
+        (edit_config(estimators="st"), "estimators must be tuple[str, ...], got 'st'"),
+        (edit_config(estimators=["st", 3]), "estimators must be tuple[str, ...], got ['st', 3]"),
     ],
 )
 def test_folders_that_cannot_be_rebuilt_give_one_line(bias_folder, damage, message):
@@ -107,3 +179,97 @@ def test_folders_that_cannot_be_rebuilt_give_one_line(bias_folder, damage, messa
     assert isinstance(error.value, ValueError)
     if before is not None:  # nothing written on failure
         assert report.read_bytes() == before
+
+
+@pytest.fixture(scope="module")
+def variance_run(tmp_path_factory):
+    """A tiny variance study on a small graph, run once; tests work on copies."""
+    out = tmp_path_factory.mktemp("variance") / "run"
+    run_variance(VarianceConfig(graph="toy:n=3", estimators=("reinforce", "st"), draws=100,
+                                group_size=50, seed=1, device="cpu"), out)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (cut("gates.csv", lines=4), "gates.csv holds rows of the estimators ['reinforce'], the "
+                                    "saved configuration ['reinforce', 'st']"),
+        (cut("gates.csv", lines=6), "gates.csv does not match the saved configuration: an "
+                                    "estimator without one row per gate logit (3)"),
+        (cut("summary.csv", lines=4), "summary.csv does not match the saved configuration: the "
+                                      "rows of st are not the tensors gate_logits, theta"),
+        (edit_cell("summary.csv", 2, "numel", "4"), "the rows of reinforce are not the tensors "
+                                                    "gate_logits, theta with 3, 3 coordinates"),
+        (edit_cell("ratios.csv", 2, "baseline", "st"),
+         "ratios.csv does not match the saved configuration: not one ratio against reinforce"),
+        (edit_cell("gates.csv", 3, "variance", "x"), "column 'variance' must hold numbers"),
+        (lambda f: edit_manifest(f, lambda m: m["skipped_draws"].update(st=2)),
+         "summary.csv does not match the saved configuration: st has 100 draws, expected 98"),
+        (edit_config(graph="toy:n=3,t=nan/"), "manifest.json: the saved graph spec is refused"),
+        (edit_config(group_size="50"), "group_size must be int, got '50'"),
+    ],
+)
+def test_damaged_variance_folders_give_one_line(variance_run, tmp_path, damage, message):
+    """Regression (issue #22 defect 4), for the variance study's three tables."""
+    folder = shutil.copytree(variance_run, tmp_path / "run")
+    damage(folder)
+    before = (folder / "report.md").read_bytes()
+    with pytest.raises(ReportError) as error:
+        rebuild_report(folder)
+    assert message in str(error.value) and "\n" not in str(error.value)
+    assert (folder / "report.md").read_bytes() == before
+
+
+def test_a_variance_folder_rebuilds_identically(variance_run, tmp_path,
+                                                assert_rebuilt_identically):
+    assert_rebuilt_identically(shutil.copytree(variance_run, tmp_path / "run"))
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (edit_cell("results.csv", 11, "shape", "32x1999"),
+         "results.csv is damaged: row 11 has 64000 coordinates, its shape 32x1999 63968"),
+        (edit_cell("results.csv", 12, "numel", "313601"),
+         "results.csv is damaged: row 12 has 313601 coordinates, its shape 400x784 313600"),
+        (lambda f: (f / "results.csv").write_text(
+            (f / "results.csv").read_text().replace("gater_out.bias", "gater_out.b", 1)),
+         "results.csv does not match the saved configuration: the rows of reinforce are not "
+         "the tensors gate_logits, gater_hidden.weight, gater_hidden.bias, gater_out.weight, "
+         "gater_out.bias,"),
+        (edit_config(batch_size=16), "results.csv does not match the saved configuration: the "
+                                     "rows of reinforce are not the tensors gate_logits, "),
+        (edit_cell("bias_check.csv", 3, "draws", "20"),
+         "bias_check.csv does not match the saved configuration: st has 20 draws"),
+        (cut("bias_check.csv", lines=2), "bias_check.csv holds rows of the estimators "
+                                         "['reinforce'], the saved configuration"),
+        (edit_config(network={"num_gates": "many"}),
+         "ConditionalConfig rejects the saved configuration: num_gates must be int"),
+    ],
+)
+def test_damaged_demo_folders_give_one_line(tmp_path, damage, message):
+    """Regression (issue #22 defect 4), on a copy of the committed demo report."""
+    folder = shutil.copytree(REPORTS / "demo", tmp_path / "demo")
+    damage(folder)
+    with pytest.raises(ReportError) as error:
+        rebuild_report(folder)
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def _committed_reports():
+    for manifest in sorted(REPORTS.glob("*/manifest.json")):
+        if json.loads(manifest.read_text()).get("study") in STUDIES:
+            yield manifest.parent.name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(_committed_reports()))
+def test_every_committed_report_rebuilds_byte_identically(name, tmp_path):
+    """`estimator-lab report` on a copy of each committed report folder it accepts rewrites
+    every file byte for byte (about 5 s each on a 2-core machine)."""
+    folder = shutil.copytree(REPORTS / name, tmp_path / name)
+    rebuild_report(folder)
+    for path in sorted((REPORTS / name).rglob("*")):
+        if path.is_file():
+            assert (folder / path.relative_to(REPORTS / name)).read_bytes() == path.read_bytes()
