@@ -167,15 +167,17 @@ def _cmd_bias(args: argparse.Namespace) -> None:
 
 def _cmd_variance(args: argparse.Namespace) -> None:
     from estimator_lab.device import resolve_device
-    from estimator_lab.studies.variance import VarianceConfig, run_variance
+    from estimator_lab.studies.variance import VarianceConfig, parse_draw_range, run_variance
 
     started = time.perf_counter()
     try:
+        draw_range = None if args.draw_range is None else parse_draw_range(args.draw_range)
         config = VarianceConfig(
             graph=args.graph, estimators=tuple(args.estimators.split(",")), draws=args.draws,
             seed=args.seed, parameters_file=args.parameters, chunk_size=args.chunk_size,
             group_size=args.group_size, alpha=args.alpha, device=args.device,
             data_path=args.data, checkpoint=args.checkpoint, nan_policy=args.nan_policy,
+            draw_range=draw_range,
         )
         _check_estimators(config.estimators, None if config.graph == "paper" else config.graph)
         resolve_device(config.device)
@@ -183,8 +185,17 @@ def _cmd_variance(args: argparse.Namespace) -> None:
         raise _usage_error(error) from None
     if args.parameters is not None and not os.path.isfile(args.parameters):
         raise UsageError(f"--parameters {args.parameters}: no such file")
-    report = run_variance(config, args.out, progress=not args.quiet)
-    if report is not None:  # under torchrun, rank 0 writes the report
+    try:  # the files it reads (--parameters, --checkpoint) are checked as they are read
+        report = run_variance(config, args.out, progress=not args.quiet)
+    except ValueError as error:
+        raise _usage_error(error) from None
+    if report is None:  # under torchrun, rank 0 writes the report
+        return
+    if draw_range is not None:
+        print(f"partial of draws {args.draw_range} written to {report} in "
+              f"{format_duration(time.perf_counter() - started)}; merge the shards with "
+              "`estimator-lab merge PART... --out DIR`")
+    else:
         print(_written(report, started))
 
 
@@ -269,6 +280,8 @@ SUBCOMMAND_MODULES = {
     "run": ("estimator_lab.studies.command", "run a study by name; writes its report"),
     "validate": ("estimator_lab.validation.command",
                  "validation battery and report card for an estimator proposal"),
+    "merge": ("estimator_lab.studies.merge_command",
+              "merge the partials of a variance run's --draw-range shards into its report"),
 }
 """Subcommands defined in their own modules: each has `add_arguments(parser)` and `main(args)`;
 `add_arguments` imports no torch."""
@@ -366,6 +379,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     variance.add_argument("--nan-policy", choices=["raise", "skip"], default="raise",
                           help="a draw with a non-finite value stops the run, or is skipped and "
                                "counted (default: %(default)s)")
+    variance.add_argument("--draw-range", metavar="START:STOP", default=None,
+                          help="draw only draws START..STOP-1 of --draws and write a mergeable "
+                               "partial to --out (see `estimator-lab merge`; default: all, "
+                               "and the report)")
     variance.set_defaults(run=_cmd_variance)
 
     report = commands.add_parser(

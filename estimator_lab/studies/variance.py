@@ -13,6 +13,7 @@ Writes `summary.csv` (the `SUMMARY_COLUMNS` per estimator and parameter group), 
 
 from __future__ import annotations
 
+import io
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -29,10 +30,12 @@ from estimator_lab.graphs import ConditionalNetwork
 from estimator_lab.graphs.specs import build_problem
 from estimator_lab.montecarlo import GATE_LOGITS, run_draws
 from estimator_lab.montecarlo.accumulators import Moments
+from estimator_lab.montecarlo.checkpoint import tensor_digest
 from estimator_lab.montecarlo.distributed import run_draws_distributed
 from estimator_lab.plotting import group_variance_plot
 from estimator_lab.reporting import run_manifest, staged_directory
 from estimator_lab.reporting.builder import Report
+from estimator_lab.serialization import safe_load_dict
 from estimator_lab.stats import SUMMARY_COLUMNS, rounding_scale, summary_frame, zero_mean_test
 from estimator_lab.stats.summary import variance_ratio_frame
 
@@ -61,6 +64,8 @@ class VarianceConfig:
         nan_policy: `"raise"` or `"skip"`.
         warmup_steps: `update` calls on separate noise before an adaptive estimator's state
             is frozen for the measurement (`prepare_estimator`).
+        draw_range: `(start, stop)`: draw only `start .. stop - 1` of the `draws` and write a
+            mergeable partial (`merge_partials`) instead of the report.
     """
 
     graph: str = "paper"
@@ -77,6 +82,7 @@ class VarianceConfig:
     checkpoint: str | None = None
     nan_policy: str = "raise"
     warmup_steps: int = 200
+    draw_range: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if self.draws < 2 * self.group_size:
@@ -84,6 +90,26 @@ class VarianceConfig:
                              f"got {self.draws}")
         if not self.estimators:
             raise ValueError("estimators must name at least one estimator")
+        if self.draw_range is not None:
+            start, stop = self.draw_range
+            if not 0 <= start < stop <= self.draws:
+                raise ValueError(f"draw range {start}:{stop} must satisfy 0 <= START < STOP <= "
+                                 f"draws ({self.draws})")
+            object.__setattr__(self, "draw_range", (int(start), int(stop)))
+
+
+def parse_draw_range(text: str) -> tuple[int, int]:
+    """`"START:STOP"` -> `(START, STOP)` (checked against the draws by `VarianceConfig`).
+
+    Raises:
+        ValueError: for anything but two integers separated by a colon.
+    """
+    parts = text.split(":")
+    try:
+        start, stop = (int(part) for part in parts)
+    except ValueError:
+        raise ValueError(f"draw range {text!r} must be START:STOP, two integers") from None
+    return start, stop
 
 
 def paper_problem(config: VarianceConfig, device: torch.device):
@@ -92,12 +118,32 @@ def paper_problem(config: VarianceConfig, device: torch.device):
 
     graph = ConditionalNetwork(generator=torch.Generator().manual_seed(config.seed))
     if config.parameters_file is not None:
-        state = torch.load(config.parameters_file, weights_only=True, map_location="cpu")
-        graph.load_state_dict(state.get("model", state))
+        load_parameters(graph, config.parameters_file)
     images, labels = mnist("valid", path=config.data_path).tensors()
     index = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(config.seed))
     index = index[: config.batch_size]
     return graph.to(device), (images[index].to(device), labels[index].to(device))
+
+
+def load_parameters(graph: torch.nn.Module, path: str) -> None:
+    """Loads a state dict (or a training checkpoint's `"model"`) into the paper network.
+
+    Raises:
+        ValueError: one line, for a missing, corrupt or non-state-dict file, or one whose
+            names or shapes do not fit the network.
+    """
+    state = safe_load_dict(path, "parameters file")
+    state = state.get("model", state)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor)
+                                              for v in state.values()):
+        raise ValueError(f"parameters file {path} is not a state dict of tensors")
+    try:
+        graph.load_state_dict(state)
+    except RuntimeError as error:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        detail = "; ".join(lines[1:3]) if len(lines) > 1 else lines[0] if lines else ""
+        raise ValueError(f"parameters file {path} does not fit the paper network: "
+                         f"{detail[:300]}") from None
 
 
 def distributed_rank() -> tuple[int, int]:
@@ -129,13 +175,7 @@ def run_variance(
     if device.type == "cuda" and "LOCAL_RANK" in os.environ:  # one GPU per torchrun rank
         device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
     exact = config.graph != "paper"
-    if exact:
-        problem = build_problem(config.graph, seed=config.seed)
-        graph = problem.graph.to(device)
-        batch = tuple(t.to(device) for t in problem.batch)
-        _, reference = exact_gradient(graph, batch)
-    else:
-        graph, batch = paper_problem(config, device)
+    graph, batch, reference = _problem(config, device)
     names = list(dict.fromkeys([*config.estimators, *([] if exact else [REFERENCE])]))
     prepared = {name: prepare_estimator(name, graph, batch, warmup_steps=config.warmup_steps,
                                         seed=config.seed) for name in names}
@@ -145,16 +185,46 @@ def run_variance(
     checkpoint = config.checkpoint
     if checkpoint is not None and world_size > 1:
         checkpoint = f"{checkpoint}.rank{rank}"
+    start, stop = config.draw_range or (0, config.draws)
     options = dict(
         chunk_size=config.chunk_size, group_size=config.group_size,
         progress=progress and rank == 0, paired_with=None if exact else REFERENCE,
         checkpoint=checkpoint, nan_policy=config.nan_policy,
         references=reference if exact else None, states=states,
     )
+    if config.draw_range is not None:
+        if world_size > 1:
+            raise ValueError("a draw range is one shard: run it without torchrun")
+        runs = run_draws(graph, estimators, batch, num_draws=stop - start, first_draw=start,
+                         seed=config.seed, **options)
+        return write_partial(config, out, graph, batch, runs, time.perf_counter() - started)
     draw = run_draws_distributed if world_size > 1 else run_draws
     runs = draw(graph, estimators, batch, num_draws=config.draws, seed=config.seed, **options)
     if rank != 0:
         return None
+    return _write_report(config, out, graph, batch, estimators, runs, reference,
+                         wall_time_s=time.perf_counter() - started,
+                         device=describe_device(device), world_size=world_size)
+
+
+def _problem(config: VarianceConfig, device: torch.device):
+    """`(graph, batch, reference)`: the reference is the exact gradient (small graphs) or
+    None (the paper network: the mean of the reference's draws)."""
+    if config.graph != "paper":
+        problem = build_problem(config.graph, seed=config.seed)
+        graph = problem.graph.to(device)
+        batch = tuple(t.to(device) for t in problem.batch)
+        _, reference = exact_gradient(graph, batch)
+        return graph, batch, reference
+    graph, batch = paper_problem(config, device)
+    return graph, batch, None
+
+
+def _write_report(config: VarianceConfig, out, graph, batch, estimators, runs, reference, *,
+                  wall_time_s: float, device: str, world_size: int = 1, **extra) -> Path:
+    """The tables, manifest and report of a finished run (or of merged partials)."""
+    exact = config.graph != "paper"
+    names = list(estimators)
     differences = {}
     if not exact:
         reference = {k: runs[REFERENCE][k].mean.view(shape) for k, shape in
@@ -168,10 +238,11 @@ def run_variance(
     gates = pd.concat([_gate_rows(config, runs, name, reference, exact)
                        for name in config.estimators], ignore_index=True)
     manifest = run_manifest(
-        seed=config.seed, device=describe_device(device), world_size=world_size,
-        wall_time_s=time.perf_counter() - started, study="variance", config=asdict(config),
+        seed=config.seed, device=device, world_size=world_size,
+        wall_time_s=wall_time_s, study="variance", config=asdict(config),
         reference="exact gradient (enumeration)" if exact else f"mean of {REFERENCE} draws",
         skipped_draws={n: len(a.skipped) for n, a in runs.items()},
+        engine_path={n: runs[n].path for n in names}, **extra,
     )
     with staged_directory(out) as stage:
         summary.to_csv(stage / "summary.csv", index=False)
@@ -257,3 +328,108 @@ estimator-lab variance --graph {config.graph} --estimators {",".join(config.esti
     --draws {config.draws} --seed {config.seed} --out DIR
 ```""")
     return report
+
+
+PARTIAL_FILE = "partial.pt"
+PARTIAL_VERSION = 1
+_SHARD_FREE = ("draw_range", "checkpoint", "device")
+"""Settings a shard may choose for itself; every other one must agree across shards."""
+
+
+def write_partial(config: VarianceConfig, out, graph, batch, runs, wall_time_s: float) -> Path:
+    """Writes one shard's accumulators and settings into `out/partial.pt`, replaced whole.
+
+    The file loads with `torch.load(weights_only=True)`: plain dicts, lists, numbers,
+    strings and CPU tensors.
+    """
+    state = {
+        "version": PARTIAL_VERSION, "study": "variance",
+        "config": {k: list(v) if isinstance(v, tuple) else v
+                   for k, v in asdict(config).items()},
+        "graph_digest": tensor_digest(p for _, p in sorted(graph.state_dict().items())),
+        "batch_digest": tensor_digest(batch), "wall_time_s": wall_time_s,
+        "accumulators": {name: acc.state_dict() for name, acc in runs.items()},
+    }
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    with staged_directory(out) as stage:
+        (stage / PARTIAL_FILE).write_bytes(buffer.getvalue())
+    return Path(out) / PARTIAL_FILE
+
+
+def _load_partial(path: str | Path) -> dict:
+    path = Path(path)
+    file = path / PARTIAL_FILE if path.is_dir() else path
+    state = safe_load_dict(file, "partial")
+    if state.get("study") != "variance" or state.get("version") != PARTIAL_VERSION:
+        raise ValueError(f"{file} is not a variance partial of format {PARTIAL_VERSION}")
+    state["path"] = str(file)
+    return state
+
+
+def merge_partials(parts, out, *, device: str = "cpu") -> Path:
+    """Merges the partials of one run's draw ranges into the report of the whole run.
+
+    The shards must share every setting but their draw range (and checkpoint and device),
+    the graph's parameters and the batch, and their ranges must tile `0 .. draws` without
+    overlap or gap; their accumulators are merged in draw order (`merge`: exact up to
+    float64 rounding of the merge).
+
+    Args:
+        parts: partial folders (or their `partial.pt` files), in any order.
+        out: the report folder.
+        device: where the report's statistics are formed.
+
+    Returns:
+        the path of `report.md`.
+
+    Raises:
+        ValueError: one line, naming what differs between shards or which range is missing
+            or overlaps.
+    """
+    from estimator_lab.montecarlo.fastpath import restore_accumulator
+
+    states = sorted((_load_partial(p) for p in parts), key=lambda s: s["config"]["draw_range"])
+    if not states:
+        raise ValueError("merge needs at least one partial")
+    first = states[0]
+    for state in states[1:]:
+        different = sorted(k for k in first["config"].keys() | state["config"].keys()
+                           if k not in _SHARD_FREE
+                           and first["config"].get(k) != state["config"].get(k))
+        different += [k for k in ("graph_digest", "batch_digest") if first[k] != state[k]]
+        if different:
+            raise ValueError(f"{state['path']} is from another run than {first['path']} "
+                             f"(differs in {', '.join(different)})")
+    draws, expected = first["config"]["draws"], 0
+    for state in states:
+        start, stop = state["config"]["draw_range"]
+        if start != expected:
+            what = "overlaps the previous range" if start < expected else "leaves a gap after"
+            raise ValueError(f"{state['path']}: draws {start}:{stop} {what} {expected}; the "
+                             f"partials must tile 0:{draws}")
+        expected = stop
+    if expected != draws:
+        raise ValueError(f"the partials end at draw {expected}, not {draws}: draws "
+                         f"{expected}:{draws} are missing")
+    started = time.perf_counter()
+    settings = {k: tuple(v) if isinstance(v, list) else v for k, v in first["config"].items()}
+    config = VarianceConfig(**(settings | {"draw_range": None, "checkpoint": None,
+                                           "device": device}))
+    target = resolve_device(device)
+    graph, batch, reference = _problem(config, target)
+    if tensor_digest(p for _, p in sorted(graph.state_dict().items())) != first["graph_digest"]:
+        raise ValueError(f"{first['path']}: the network rebuilt from its settings has other "
+                         "parameters (was the --parameters file changed?)")
+    names = list(dict.fromkeys([*config.estimators,
+                                *([] if config.graph != "paper" else [REFERENCE])]))
+    estimators = {name: prepare_estimator(name, graph, batch, warmup_steps=config.warmup_steps,
+                                          seed=config.seed)[0] for name in names}
+    runs = {name: restore_accumulator(s, target) for name, s in first["accumulators"].items()}
+    for state in states[1:]:
+        for name, s in state["accumulators"].items():
+            runs[name].merge(restore_accumulator(s, target))
+    wall = sum(s["wall_time_s"] for s in states) + time.perf_counter() - started
+    return _write_report(config, out, graph, batch, estimators, runs, reference,
+                         wall_time_s=wall, device=describe_device(target),
+                         merged_from=[s["config"]["draw_range"] for s in states])
