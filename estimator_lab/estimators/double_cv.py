@@ -59,10 +59,11 @@ class DoubleCV(Rloo):
     """REINFORCE leave-one-out with a second, Taylor-based control variate (module docstring).
 
     It shares `rloo`'s noise (`K x B x G`: `K` gate samples of the batch) and validation. On
-    example `j`'s gate logits a draw is `(1 / B) [(1 / K) sum_k (F_kj - mean_{l != k} F_lj) s_kj + alpha fbar'_j
-    p_j (1 - p_j)]` with `F_kj = f_kj - alpha w_kj^T s_kj`. Parameters the loss
-    touches directly get the mean pathwise gradient of the `K` losses. `K` loss evaluations
-    (and their gate-value gradients). The draw depends on the noise only through the gates,
+    example `j`'s gate logits a draw is
+    `(1 / B) [(1 / K) sum_k (F_kj - mean_{l != k} F_lj) s_kj + alpha fbar'_j p_j (1 - p_j)]`
+    with `F_kj = f_kj - alpha w_kj^T s_kj`. Parameters the loss touches directly get the
+    mean pathwise gradient of the `K` losses. `K` loss evaluations (and their gate-value
+    gradients). The draw depends on the noise only through the gates,
     so `discrete_noise` is True and `exact_moments` enumerates `2^{K G}` configurations.
 
     Args:

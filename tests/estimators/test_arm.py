@@ -2,7 +2,9 @@
 
 Both draws are piecewise linear in the uniforms `u` (constant for DisARM) between the
 thresholds `p_i` and `1 - p_i`, so `exact_moments`' Gauss-Legendre rule split there with 2 nodes
-per cell (exact to degree 3) gives the exact mean and variance, not an approximation.
+per cell (exact to degree 3) gives the exact mean and variance, not an approximation. The tests
+use 4 nodes so that the error estimate's coarse rule (half as many, 2) is exact too: with 2, its
+1-node rule misses the variance's quadratic term and labels exact values approximate.
 
 Note [Randomized statistical tests]: the Monte Carlo tests fix their seeds, so they are
 deterministic; the false-failure rate stated is the probability over seeds that a correct
@@ -31,7 +33,7 @@ from estimator_lab.testing.planted import FlippedSignDisARM
 
 ALPHA = 1e-3  # false-failure rate of each Monte Carlo unbiasedness test
 NUM_DRAWS = 4000  # `test_planted_flipped_sign_is_flagged` checks this budget has the power
-POINTS = 2  # Gauss-Legendre nodes per cell: exact for the piecewise-linear draws
+POINTS = 4  # Gauss-Legendre nodes per cell: it and its half exact for piecewise-linear draws
 GATES = 4
 
 

@@ -144,7 +144,8 @@ def test_a_second_writer_is_refused_while_the_first_holds_the_folder(tmp_path, h
     with pytest.raises(OutputFolderBusy) as error:
         write_report(tmp_path / "report", "second run's")
     message = str(error.value)
-    assert f"is being written by another run (pid {process.pid} on {socket.gethostname()}" in message
+    holder_identity = f"(pid {process.pid} on {socket.gethostname()}"
+    assert f"is being written by another run {holder_identity}" in message
     assert "\n" not in message and isinstance(error.value, ValueError)
     assert snapshot(tmp_path / "report") == before
     assert sorted(p.name for p in tmp_path.iterdir()) == [".report.lock", "report"]
