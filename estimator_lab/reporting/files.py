@@ -215,6 +215,18 @@ def _swap_into_place(stage: Path, path: Path) -> None:
     shutil.rmtree(aside, ignore_errors=True)
 
 
+def _clear_dead_writers(path: Path) -> None:
+    # Under the writer's lock, staging and aside folders of `path` are those of a killed writer:
+    # a previous report moved aside while `path` is missing (killed between the swap's two
+    # renames) is moved back, and the rest is deleted.
+    for aside in path.parent.glob(f".{path.name}.old-*"):
+        if not (path.exists() or path.is_symlink()) and (aside / path.name).is_dir():
+            os.replace(aside / path.name, path)
+        shutil.rmtree(aside, ignore_errors=True)
+    for stage in path.parent.glob(f".{path.name}.staging-*"):
+        shutil.rmtree(stage, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def staged_directory(path: str | Path) -> Iterator[Path]:
     """Yields an empty staging folder that replaces `path` whole when the block succeeds.
@@ -238,6 +250,7 @@ def staged_directory(path: str | Path) -> Iterator[Path]:
         ['report.md']
     """
     with claim_output_folder(path) as path:
+        _clear_dead_writers(path)
         stage = _new_folder(path.parent, f".{path.name}.staging-")
         try:
             yield stage
