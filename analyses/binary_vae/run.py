@@ -1,0 +1,572 @@
+"""The binary VAE benchmark of the ARM/DisARM/ARMS papers, at equal numbers of loss evaluations.
+
+A Bernoulli VAE with 200 latent bits (`estimator_lab.graphs.binary_vae`, linear or
+one-hidden-layer LeakyReLU encoder/decoder) on dynamically binarised MNIST (each minibatch
+re-sampled as `x ~ Bernoulli(pixel)`), trained by Adam (lr 1e-3, batch 50) on the negative ELBO
+with each estimator's gradient (the DisARM paper's protocol, Dong, Mnih, Tucker 2020, section
+6.1, shortened). Every estimator gets the same budget of loss evaluations per example, so one
+that costs `c` evaluations per draw takes `budget / c` steps. At checkpoints (in evaluations) the
+run records, per estimator and seed:
+
+- the training ELBO: a fixed subset of training images (binarised once), `K`-sample mean;
+- the 100-sample bound `log (1/100) sum_k p(x, b_k) / q(b_k | x)` on a fixed test subset;
+- the gradient variance of the encoder parameters at the checkpoint's parameters, frozen:
+  `run_draws` on a fixed training minibatch, mean per-coordinate variance with a 95% batch-means
+  interval (its own trajectory, as in the papers' variance curves);
+- paired: at the checkpoints of the `disarm` run, every estimator's variance on the same
+  parameters and minibatch under common random numbers, with the variance ratio to `disarm`
+  and its paired interval (`paired_ratio` over batch-means groups).
+
+Each (estimator, seed) run is cached under `--cache` with its protocol, so a long benchmark is
+run in parts (`--estimators a,b`) and the last call, or `--report-only`, writes the report.
+
+    python analyses/binary_vae/run.py [--quick] [--model linear] [--evaluations 20000]
+        [--seeds 0] [--estimators rloo,arm,...] [--cache runs/binary_vae] [--out reports/binary_vae]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+import torch  # noqa: E402
+
+from estimator_lab.cli import format_duration  # noqa: E402
+from estimator_lab.data import mnist  # noqa: E402
+from estimator_lab.estimators import get_estimator  # noqa: E402
+from estimator_lab.estimators.prepare import warmed_up_state  # noqa: E402
+from estimator_lab.graphs.binary_vae import BinaryVAE, BinaryVAEConfig  # noqa: E402
+from estimator_lab.montecarlo import run_draws, uniform_noise  # noqa: E402
+from estimator_lab.plotting.style import estimator_palette, legend_beside  # noqa: E402
+from estimator_lab.reporting import markdown_table, run_manifest, staged_directory  # noqa: E402
+from estimator_lab.reporting.builder import figure_bytes  # noqa: E402
+from estimator_lab.reporting.files import atomic_write_bytes, atomic_write_text  # noqa: E402
+from estimator_lab.serialization import safe_load_dict  # noqa: E402
+from estimator_lab.stats.intervals import group_mean, paired_ratio  # noqa: E402
+
+ESTIMATORS = {
+    "rloo": ("rloo", {"num_samples": 2}),
+    "arm": ("arm", {}),
+    "disarm": ("disarm", {}),
+    "arms": ("arms", {"num_samples": 4}),
+    "double-cv": ("double-cv", {"num_samples": 2}),
+    "ugc": ("ugc", {}),
+    "relax": ("relax", {}),
+    "st": ("st", {}),
+    "st-gumbel": ("st-gumbel", {}),
+}
+"""Label -> (registry name, hyper-parameters). `arms` takes 4 samples (with 2 it is DisARM draw
+by draw); RELAX, `st-gumbel` keep their registry defaults."""
+REFERENCE = "disarm"
+MODELS = {"linear": (), "nonlinear": (200,)}
+SEED_STREAMS = {"init": 0, "data": 1, "noise": 2, "subsets": 3, "variance": 4, "bound": 5}
+"""Offsets added to `1000 * seed`: every random stream of a run has its own seed."""
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """One benchmark configuration (frozen; a cached run is reused only under the same one).
+
+    Attributes:
+        model: `"linear"` or `"nonlinear"` (one hidden layer of 200 LeakyReLU units).
+        evaluations: loss evaluations per example each estimator may spend (its budget).
+        checkpoints: fractions of the budget where the run is measured (0 included).
+        batch_size: training minibatch (50).
+        learning_rate: Adam's step size for every parameter (1e-3).
+        num_latents: latent bits (200).
+        train_examples: fixed training images for the training ELBO.
+        train_samples: samples per image for the training ELBO.
+        test_examples: fixed test images for the multi-sample bound.
+        test_samples: samples of the bound (100).
+        variance_draws: draws per estimator of each variance measurement.
+        group_size: draws per batch-means group (the intervals).
+        relax_warmup: control-variate updates of RELAX at the paired checkpoints.
+    """
+
+    model: str = "linear"
+    evaluations: int = 20_000
+    checkpoints: tuple[float, ...] = (0.0, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0)
+    batch_size: int = 50
+    learning_rate: float = 1e-3
+    num_latents: int = 200
+    train_examples: int = 1000
+    train_samples: int = 10
+    test_examples: int = 1000
+    test_samples: int = 100
+    variance_draws: int = 200
+    group_size: int = 10
+    relax_warmup: int = 100
+
+    def checkpoint_evaluations(self) -> list[int]:
+        """The checkpoints in loss evaluations per example."""
+        return sorted({round(f * self.evaluations) for f in self.checkpoints})
+
+
+QUICK = Protocol(evaluations=24, checkpoints=(0.0, 0.5, 1.0), num_latents=200,
+                 train_examples=40, train_samples=2, test_examples=40, test_samples=10,
+                 variance_draws=8, group_size=4, relax_warmup=2)
+
+
+@dataclass(frozen=True)
+class Data:
+    """Training images (probabilities), the fixed evaluation subsets and the variance batch.
+
+    Attributes:
+        train: a `N x 784` tensor of pixel intensities in `[0, 1)`.
+        train_subset: `train_examples x 784` binary images for the training ELBO.
+        test_subset: `test_examples x 784` binary test images.
+        variance_batch: a `batch_size x 784` binary training minibatch.
+        mean: the mean training image, a `784` tensor.
+    """
+
+    train: torch.Tensor
+    train_subset: torch.Tensor
+    test_subset: torch.Tensor
+    variance_batch: torch.Tensor
+    mean: torch.Tensor
+
+
+def load_data(protocol: Protocol, seed: int) -> Data:
+    """MNIST (50k train / 10k test), with the subsets drawn and binarised once per seed."""
+    train, _ = mnist("train").tensors()
+    test, _ = mnist("test").tensors()
+    generator = torch.Generator().manual_seed(1000 * seed + SEED_STREAMS["subsets"])
+
+    def binary(images: torch.Tensor, count: int) -> torch.Tensor:
+        index = torch.randperm(images.shape[0], generator=generator)[:count]
+        chosen = images[index]
+        return (torch.rand(chosen.shape, generator=generator) < chosen).float()
+
+    return Data(train, binary(train, protocol.train_examples),
+                binary(test, protocol.test_examples), binary(train, protocol.batch_size),
+                train.mean(0))
+
+
+def build_model(protocol: Protocol, data: Data, seed: int) -> BinaryVAE:
+    config = BinaryVAEConfig(num_inputs=data.train.shape[1], num_latents=protocol.num_latents,
+                             hidden=MODELS[protocol.model])
+    generator = torch.Generator().manual_seed(1000 * seed + SEED_STREAMS["init"])
+    return BinaryVAE(config, data.mean, generator)
+
+
+def minibatch(data: Data, protocol: Protocol, seed: int, step: int) -> torch.Tensor:
+    """Step `step`'s dynamically binarised minibatch: epochs are seeded permutations of the
+    training set, and the binarisation noise is a pure function of (seed, step)."""
+    n, size = data.train.shape[0], protocol.batch_size
+    per_epoch = n // size
+    epoch, within = divmod(step, per_epoch)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(
+        1000 * seed + SEED_STREAMS["data"] + 7919 * epoch))
+    images = data.train[order[within * size:(within + 1) * size]]
+    noise = uniform_noise(1000 * seed + SEED_STREAMS["data"], range(step, step + 1),
+                          tuple(images.shape))[0]
+    return (noise < images).float()
+
+
+def evaluate_bounds(vae: BinaryVAE, images: torch.Tensor, samples: int, seed: int,
+                    chunk: int = 100) -> tuple[float, float]:
+    """Mean `samples`-sample ELBO and bound over `images`, in chunks of `chunk` images; the
+    gate noise of chunk `i` is draw `i` of the `bound` stream (the same for every estimator)."""
+    elbos, bounds = [], []
+    for index, start in enumerate(range(0, images.shape[0], chunk)):
+        x = images[start:start + chunk]
+        noise = uniform_noise(1000 * seed + SEED_STREAMS["bound"], range(index, index + 1),
+                              (samples, x.shape[0], vae.num_gates))[0]
+        elbo, bound = vae.bounds(x, noise)
+        elbos.append(elbo)
+        bounds.append(bound)
+    return float(torch.cat(elbos).mean()), float(torch.cat(bounds).mean())
+
+
+def measure_variance(vae: BinaryVAE, estimators: dict, states: dict, batch: torch.Tensor,
+                     protocol: Protocol, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Encoder-parameter gradient variance of each estimator at `vae`'s frozen parameters on
+    `batch`, draws under common random numbers (draw `k` of every estimator from noise `k`).
+
+    The encoder's tensors are pooled: per batch-means group the total variances of its
+    tensors add up, so the mean per-coordinate variance `tr(Sigma) / d` gets a t interval over
+    groups, and the ratio to `REFERENCE` a paired delta-method interval (`paired_ratio`).
+
+    Returns:
+        one row per estimator (`mean_variance` with `mean_variance_low`/`_high`), and one row
+        per other estimator with its `variance_ratio` to `REFERENCE`, `ratio_low`/`_high`
+        (empty without `REFERENCE`).
+    """
+    accumulators = run_draws(vae, estimators, (batch,), num_draws=protocol.variance_draws,
+                             seed=1000 * seed + SEED_STREAMS["variance"], states=states,
+                             parameters=list(vae.encoder_parameters()), include_logits=False,
+                             group_size=protocol.group_size)
+    rows, groups = [], {}
+    for label, accumulator in accumulators.items():
+        names = accumulator.names()
+        numel = sum(accumulator[n].mean.numel() for n in names)
+        pooled: dict[int, float] = {}
+        for name in names:
+            for group, value in accumulator.groups.total_variance[name].items():
+                pooled[group] = pooled.get(group, 0.0) + float(value)
+        groups[label] = pooled
+        total = sum(float(accumulator[n].variance.sum()) for n in names)
+        low, high = group_mean(list(pooled.values())).confidence_interval(0.95)
+        rows.append({"estimator": label, "numel": numel, "draws": accumulator[names[0]].count,
+                     "evaluations_per_draw": estimators[label].evaluations(vae),
+                     "mean_variance": total / numel, "mean_variance_low": low / numel,
+                     "mean_variance_high": high / numel})
+    ratios = []
+    for label, pooled in groups.items():
+        if label == REFERENCE or REFERENCE not in groups:
+            continue
+        shared = sorted(pooled.keys() & groups[REFERENCE].keys())
+        ratio = paired_ratio([pooled[g] for g in shared], [groups[REFERENCE][g] for g in shared])
+        low, high = ratio.confidence_interval(0.95)
+        ratios.append({"estimator": label, "variance_ratio": ratio.estimate, "ratio_low": low,
+                       "ratio_high": high, "groups": ratio.groups})
+    return pd.DataFrame(rows), pd.DataFrame(ratios)
+
+
+def run_folder(cache: Path, protocol: Protocol, seed: int) -> Path:
+    return cache / f"{protocol.model}-e{protocol.evaluations}" / f"seed{seed}"
+
+
+def train_one(label: str, protocol: Protocol, data: Data, seed: int, folder: Path) -> dict:
+    """Trains one estimator for its share of the budget; returns (and caches) its curves and
+    variance rows; `REFERENCE`'s parameters are saved at every checkpoint (paired variances)."""
+    name, hyper = ESTIMATORS[label]
+    started = time.perf_counter()
+    vae = build_model(protocol, data, seed)
+    estimator = get_estimator(name, **hyper)
+    cost = estimator.evaluations(vae)
+    checkpoints = {c // cost: c for c in protocol.checkpoint_evaluations()}
+    optimiser = torch.optim.Adam(vae.parameters(), lr=protocol.learning_rate)
+    state = estimator.init(vae)
+    curves, variances = [], []
+    train_seconds = 0.0
+    for step in range(max(checkpoints) + 1):
+        if step in checkpoints:
+            train_elbo, _ = evaluate_bounds(vae, data.train_subset, protocol.train_samples, seed)
+            test_elbo, test_bound = evaluate_bounds(vae, data.test_subset, protocol.test_samples,
+                                                    seed)
+            curves.append({"estimator": label, "seed": seed, "evaluations": checkpoints[step],
+                           "step": step, "train_elbo": train_elbo, "test_elbo": test_elbo,
+                           "test_bound": test_bound, "train_seconds": train_seconds})
+            pooled, _ = measure_variance(vae, {label: estimator}, {label: state},
+                                         data.variance_batch, protocol, seed)
+            variances.extend(pooled.assign(evaluations=checkpoints[step], step=step,
+                                           seed=seed).to_dict("records"))
+            if label == REFERENCE:
+                atomic_write_bytes(folder / f"{REFERENCE}-{checkpoints[step]}.pt",
+                                   _state_bytes(vae.state_dict()))
+        if step == max(checkpoints):
+            break
+        tick = time.perf_counter()
+        prepared = vae.prepare((minibatch(data, protocol, seed, step),))
+        noise = uniform_noise(1000 * seed + SEED_STREAMS["noise"], range(step, step + 1),
+                              estimator.noise_shape(vae, prepared))[0]
+        optimiser.zero_grad(set_to_none=True)
+        estimator.surrogate(vae, prepared, noise, state).backward()
+        state = estimator.update(state, vae, prepared, noise)
+        optimiser.step()
+        train_seconds += time.perf_counter() - tick
+    result = {"label": label, "seed": seed, "protocol": dataclasses.asdict(protocol),
+              "estimator": name, "hyper": hyper, "evaluations_per_step": cost,
+              "steps": max(checkpoints), "seconds": time.perf_counter() - started,
+              "train_seconds": train_seconds, "curves": curves, "variances": variances}
+    atomic_write_text(folder / f"{label}.json", json.dumps(result, indent=1) + "\n")
+    return result
+
+
+def _state_bytes(state: dict) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def cached(path: Path, protocol: Protocol) -> dict | None:
+    """The cached result at `path` if it was made under `protocol`, else None."""
+    if not path.is_file():
+        return None
+    result = json.loads(path.read_text())
+    same = result.get("protocol") == json.loads(json.dumps(dataclasses.asdict(protocol)))
+    return result if same else None
+
+
+def paired_variances(protocol: Protocol, data: Data, seed: int, folder: Path) -> dict:
+    """Every estimator's variance at the reference run's checkpoints, paired (cached)."""
+    path = folder / "paired.json"
+    result = cached(path, protocol)
+    if result is not None:
+        return result
+    started = time.perf_counter()
+    estimators = {label: get_estimator(name, **hyper)
+                  for label, (name, hyper) in ESTIMATORS.items()}
+    summaries, ratios = [], []
+    for evaluations in protocol.checkpoint_evaluations():
+        vae = build_model(protocol, data, seed)
+        vae.load_state_dict(safe_load_dict(folder / f"{REFERENCE}-{evaluations}.pt",
+                                           "binary VAE checkpoint"))
+        batch = (data.variance_batch,)
+        states = {label: warmed_up_state(est, vae, batch, seed=seed,
+                                         warmup_steps=protocol.relax_warmup
+                                         if label == "relax" else 0)
+                  for label, est in estimators.items()}
+        pooled, ratio = measure_variance(vae, estimators, states, data.variance_batch,
+                                         protocol, seed)
+        summaries.extend(pooled.assign(evaluations=evaluations, seed=seed).to_dict("records"))
+        ratios.extend(ratio.assign(evaluations=evaluations, seed=seed).to_dict("records"))
+    result = {"protocol": dataclasses.asdict(protocol), "seconds": time.perf_counter() - started,
+              "summary": summaries, "ratios": ratios}
+    atomic_write_text(path, json.dumps(result, indent=1) + "\n")
+    return result
+
+
+def curves_figure(curves: pd.DataFrame, variances: pd.DataFrame) -> plt.Figure:
+    """Training ELBO, test bound and log10 encoder-gradient variance against loss evaluations,
+    one line per estimator (mean over seeds, with the seeds' range when there are several)."""
+    palette = estimator_palette(curves["estimator"])
+    figure, axes = plt.subplots(1, 3, figsize=(14, 4))
+    order = [e for e in ESTIMATORS if e in set(curves["estimator"])]
+    panels = [(curves, "train_elbo", "training ELBO (nats)"),
+              (curves, "test_bound", "100-sample test bound (nats)"),
+              (variances.assign(log10_variance=np.log10(variances["mean_variance"])),
+               "log10_variance", "log10 mean variance, encoder")]
+    for axis, (frame, column, title) in zip(axes, panels, strict=True):
+        shown = frame[frame["evaluations"] > 0] if column != "log10_variance" else frame
+        sns.lineplot(shown, x="evaluations", y=column, hue="estimator", hue_order=order,
+                     palette=palette, marker="o", errorbar=("pi", 100), ax=axis, legend=False)
+        axis.set(title=title, xlabel="loss evaluations per example", ylabel="")
+    for label in order:
+        axes[-1].plot([], [], color=palette[label], label=label)
+    legend_beside(axes[-1], title="estimator")
+    return figure
+
+
+def paired_figure(ratios: pd.DataFrame) -> plt.Figure:
+    """Variance ratio to `REFERENCE` with its 95% paired interval at each checkpoint."""
+    palette = estimator_palette(ratios["estimator"])
+    figure, axis = plt.subplots(figsize=(8, 4))
+    order = [e for e in ESTIMATORS if e in set(ratios["estimator"])]
+    checkpoints = sorted(ratios["evaluations"].unique())
+    width = 0.8 / max(len(order), 1)
+    for i, label in enumerate(order):
+        rows = ratios[ratios["estimator"] == label].set_index("evaluations").loc[checkpoints]
+        x = np.arange(len(checkpoints)) + (i - (len(order) - 1) / 2) * width
+        axis.errorbar(x, rows["variance_ratio"], yerr=[rows["variance_ratio"] - rows["ratio_low"],
+                      rows["ratio_high"] - rows["variance_ratio"]], fmt="o", ms=3,
+                      color=palette[label], label=label)
+    axis.axhline(1.0, color="grey", lw=0.8)
+    axis.set(yscale="log", xticks=range(len(checkpoints)), xticklabels=checkpoints,
+             xlabel=f"loss evaluations per example of the {REFERENCE} run",
+             ylabel=f"encoder variance / {REFERENCE}'s")
+    legend_beside(axis, title="estimator")
+    return figure
+
+
+PUBLISHED = """\
+Published numbers for comparison (read from the sources named; nothing here is reconstructed):
+
+- Dong, Mnih, Tucker (2020), DisARM, arXiv 2006.10680, Figure 5 (Bernoulli VAE trained on the
+  ELBO, dynamically binarised MNIST and Omniglot, linear and nonlinear, 1M steps, 5 runs):
+  its caption and curves give the ordering DisARM above ARM and REINFORCE LOO, with RELAX
+  competitive, in training ELBO, test bound and gradient variance. The curves' values at the
+  step counts run here cannot be read from the text available to this study, and the paper's
+  tables (final values after 10^6 steps) were not found in a readable form by the search
+  tool: **no published number is quoted here**; only the ordering is compared.
+"""
+
+
+def report(curves: pd.DataFrame, variances: pd.DataFrame, paired: pd.DataFrame,
+           ratios: pd.DataFrame, runs: pd.DataFrame, header: dict, protocol: Protocol) -> str:
+    final = protocol.checkpoint_evaluations()
+    table = curves.merge(variances[["estimator", "seed", "evaluations", "mean_variance",
+                                    "mean_variance_low", "mean_variance_high"]],
+                         on=["estimator", "seed", "evaluations"])
+    table = table.assign(log10_variance=np.log10(table["mean_variance"]))
+    means = (table.groupby(["evaluations", "estimator"], sort=False)
+             .agg(steps=("step", "first"), seeds=("seed", "nunique"),
+                  train_elbo=("train_elbo", "mean"), test_bound=("test_bound", "mean"),
+                  log10_variance=("log10_variance", "mean"))
+             .reset_index())
+    last = means[means["evaluations"] == final[-1]].sort_values("test_bound", ascending=False)
+    ranking = ", ".join(last["estimator"])
+    paired_table = ratios.pivot_table(index="estimator", columns="evaluations",
+                                      values="variance_ratio", sort=False) if len(ratios) else None
+    intervals = ratios.assign(
+        ratio=[f"{r:.3g} [{lo:.3g}, {hi:.3g}]" for r, lo, hi in
+               zip(ratios["variance_ratio"], ratios["ratio_low"], ratios["ratio_high"],
+                   strict=True)]) if len(ratios) else ratios
+    lines = [
+        f"# Binary VAE benchmark ({protocol.model}, {protocol.num_latents} latent bits)",
+        "",
+        f"- command: `{header['command']}`",
+        f"- git commit: `{header['commit']}`",
+        f"- compute: {format_duration(header['compute_seconds'])} summed over the cached runs "
+        f"(each run's training, evaluation and variance measurement) plus "
+        f"{format_duration(header['report_seconds'])} for this report call",
+        f"- seeds: {sorted(set(curves['seed']))}; torch threads: {header['threads']}",
+        f"- run length: {protocol.evaluations:,} loss evaluations per example per estimator "
+        f"(= {protocol.evaluations // 2:,} steps of a 2-evaluation estimator such as DisARM; "
+        "the full protocol is 10^6 steps, so this is the first "
+        f"{protocol.evaluations / 2 / 1e6:.1%} of it)",
+        "",
+        "## Protocol",
+        "",
+        "Dynamically binarised MNIST (50,000 training images, each minibatch re-sampled as "
+        f"`x ~ Bernoulli(pixel)`), batch {protocol.batch_size}, Adam lr "
+        f"{protocol.learning_rate:g} on every parameter (encoder, decoder, prior logits), "
+        "encoder input centred by the mean training image and decoder output bias started at "
+        "its logit. Loss: the negative single-sample ELBO; the encoder gets only the "
+        "estimator's gradient (`log q`'s direct term, of mean zero, is dropped). Equal "
+        "budgets: an estimator costing `c` loss evaluations per draw takes "
+        f"`{protocol.evaluations:,} / c` steps (`c` and steps below). Measurements at "
+        f"{', '.join(f'{c:,}' for c in final)} evaluations: training ELBO on "
+        f"{protocol.train_examples:,} fixed training images ({protocol.train_samples}-sample "
+        f"mean), {protocol.test_samples}-sample bound on {protocol.test_examples:,} fixed test "
+        f"images (a subset of the 10,000, to fit the machine), and the variance of the "
+        f"encoder-parameter gradient at the checkpoint's frozen parameters on a fixed "
+        f"minibatch of {protocol.batch_size}, from {protocol.variance_draws} draws with a 95% "
+        f"batch-means interval (groups of {protocol.group_size}). `arms` uses 4 samples.",
+        "",
+        "## Runs",
+        "",
+        markdown_table(runs, digits=4),
+        "",
+        "## ELBO and gradient variance at fixed budgets (mean over seeds)",
+        "",
+        "`steps` is each estimator's step count at that budget; `log10_variance` is the "
+        "log10 mean per-coordinate variance of the encoder gradient on its own trajectory.",
+        "",
+        markdown_table(means, digits=4),
+        "",
+        f"Ordering by test bound at {final[-1]:,} evaluations: {ranking}.",
+        "",
+        "![curves](curves.png)",
+        "",
+        f"## Paired variances at the {REFERENCE} run's parameters",
+        "",
+        f"Every estimator on the same frozen parameters (the {REFERENCE} run's checkpoints) "
+        "and minibatch, draws under common random numbers; ratio of the encoder gradient's "
+        f"total variance to {REFERENCE}'s with the paired 95% interval (delta method over "
+        "batch-means groups). RELAX's control variate is warmed up "
+        f"{protocol.relax_warmup} updates at each checkpoint.",
+        "",
+        (markdown_table(intervals.pivot_table(index="estimator", columns="evaluations",
+                                              values="ratio", aggfunc="first", sort=False)
+                        .reset_index(), digits=4)
+         if paired_table is not None else "Not measured."),
+        "",
+        "![paired](paired.png)",
+        "",
+        "Mean per-coordinate variance (encoder) at those parameters:",
+        "",
+        markdown_table(paired.pivot_table(index="estimator", columns="evaluations",
+                                          values="mean_variance", sort=False).reset_index(),
+                       digits=4) if len(paired) else "Not measured.",
+        "",
+        "## Against the published figures",
+        "",
+        PUBLISHED,
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="24 evaluations, tiny evaluation sets (CI smoke test, seconds)")
+    parser.add_argument("--model", choices=sorted(MODELS), default="linear")
+    parser.add_argument("--evaluations", type=int, default=None,
+                        help="loss evaluations per example per estimator (default 20,000)")
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
+    parser.add_argument("--estimators", default=",".join(ESTIMATORS),
+                        help="estimators to train in this call (the report uses every cached "
+                             "one)")
+    parser.add_argument("--cache", default="runs/binary_vae", help="cache of trained runs")
+    parser.add_argument("--out", default="reports/binary_vae", help="report folder")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing; write the report from the cache")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    protocol = dataclasses.replace(QUICK if args.quick else Protocol(), model=args.model)
+    if args.evaluations is not None:
+        protocol = dataclasses.replace(protocol, evaluations=args.evaluations)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    labels = [s for s in args.estimators.split(",") if s]
+    unknown = [s for s in labels if s not in ESTIMATORS]
+    if unknown:
+        parser.error(f"unknown estimators {unknown}; known: {', '.join(ESTIMATORS)}")
+    results, paired_results = [], []
+    for seed in seeds:
+        data = load_data(protocol, seed)
+        folder = run_folder(Path(args.cache), protocol, seed)
+        folder.mkdir(parents=True, exist_ok=True)
+        for label in ESTIMATORS:
+            result = cached(folder / f"{label}.json", protocol)
+            if result is None and label in labels and not args.report_only:
+                print(f"training {label} (seed {seed}, {protocol.model}, "
+                      f"{protocol.evaluations:,} evaluations)", flush=True)
+                result = train_one(label, protocol, data, seed, folder)
+            if result is not None:
+                results.append(result)
+        have = {r["label"] for r in results if r["seed"] == seed}
+        if have == set(ESTIMATORS):
+            paired_results.append(paired_variances(protocol, data, seed, folder))
+    complete = {seed for seed in seeds
+                if {r["label"] for r in results if r["seed"] == seed} == set(ESTIMATORS)}
+    if not complete:
+        print("not every estimator is trained yet: no report written")
+        return 0
+    results = [r for r in results if r["seed"] in complete]
+    curves = pd.DataFrame([row for r in results for row in r["curves"]])
+    variances = pd.DataFrame([row for r in results for row in r["variances"]])
+    paired = pd.DataFrame([row for p in paired_results for row in p["summary"]])
+    ratios = pd.DataFrame([row for p in paired_results for row in p["ratios"]])
+    runs = pd.DataFrame([{"estimator": r["label"], "seed": r["seed"],
+                          "hyper": json.dumps(r["hyper"]) if r["hyper"] else "",
+                          "evaluations_per_step": r["evaluations_per_step"],
+                          "steps": r["steps"], "train_seconds": r["train_seconds"],
+                          "seconds": r["seconds"]} for r in results])
+    compute = runs["seconds"].sum() + sum(p["seconds"] for p in paired_results)
+    command = "python analyses/binary_vae/run.py" + (" --quick" if args.quick else "") + (
+        f" --model {args.model} --evaluations {protocol.evaluations} --seeds {args.seeds}")
+    report_seconds = time.perf_counter() - started
+    manifest = run_manifest(seed=seeds[0], device="cpu", wall_time_s=report_seconds,
+                            study="binary_vae", command=command, seeds=seeds,
+                            protocol=dataclasses.asdict(protocol), compute_seconds=compute,
+                            threads=torch.get_num_threads())
+    header = {"command": command, "commit": manifest["git_revision"],
+              "compute_seconds": compute, "report_seconds": report_seconds,
+              "threads": torch.get_num_threads()}
+    text = report(curves, variances, paired, ratios, runs, header, protocol)
+    curves_png = figure_bytes(curves_figure(curves, variances), "png")
+    paired_png = figure_bytes(paired_figure(ratios), "png") if len(ratios) else None
+    plt.close("all")
+    with staged_directory(args.out) as stage:
+        curves.to_csv(stage / "curves.csv", index=False)
+        variances.to_csv(stage / "variances.csv", index=False)
+        paired.to_csv(stage / "paired_variances.csv", index=False)
+        ratios.to_csv(stage / "paired_ratios.csv", index=False)
+        runs.to_csv(stage / "runs.csv", index=False)
+        (stage / "curves.png").write_bytes(curves_png)
+        if paired_png is not None:
+            (stage / "paired.png").write_bytes(paired_png)
+        (stage / "report.md").write_text(text)
+        (stage / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str) + "\n")
+    print(f"wrote {Path(args.out) / 'report.md'} (compute {format_duration(compute)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
