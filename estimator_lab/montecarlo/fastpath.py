@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -88,13 +88,21 @@ def gram_moments_of(deltas: torch.Tensor, *, shift: torch.Tensor | None = None) 
         raise ValueError(f"deltas must be a non-empty K x B x out tensor, got "
                          f"{tuple(deltas.shape)}")
     shift = (deltas[0] if shift is None else shift).to(torch.float64, copy=True)
+    y = _shifted_by_unit(deltas, shift)
+    return GramMoments(len(deltas), shift, y.sum(1).T.to(torch.float64),
+                       torch.bmm(y.transpose(1, 2), y).to(torch.float64))
+
+
+def _shifted_by_unit(deltas: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """`Y = Delta - S` laid out unit by unit: an `out x K x B` contiguous tensor in the draws'
+    dtype, for `K x B x out` draws `deltas` and a `B x out` shift.
+
+    One strided copy (a `bmm` of strided views is slow), shifted in place. As in `moments_of`,
+    a chunk's sums run in the draws' dtype and are combined in float64.
+    """
     count, batch, out = deltas.shape
-    # One strided copy to `out x K x B` (bmm of strided views is slow), shifted in place. As in
-    # `moments_of`, a chunk's sums run in the draws' dtype and are combined in float64.
     y = torch.empty(out, count, batch, dtype=deltas.dtype, device=deltas.device)
-    y.copy_(deltas.permute(2, 0, 1)).sub_(shift.T.unsqueeze(1).to(deltas.dtype))
-    gram = torch.bmm(y.transpose(1, 2), y).to(torch.float64)
-    return GramMoments(count, shift, y.sum(1).T.to(torch.float64), gram)
+    return y.copy_(deltas.permute(2, 0, 1)).sub_(shift.T.unsqueeze(1).to(deltas.dtype))
 
 
 def merge_gram_moments(a: GramMoments, b: GramMoments) -> GramMoments:
@@ -127,8 +135,9 @@ def weight_moments(sums: GramMoments, inputs: torch.Tensor) -> Moments:
 
     With `Y_k = Delta_k - S`: `mean = (S + total / n)^T H` and
     `M2[o, i] = sum_k ((Y_k^T H)[o, i])^2 - ((total^T H)[o, i])^2 / n`, where the first sum is
-    `H[:, i]^T gram[o] H[:, i]`: the product of `gram` (`out x B^2`) with the input products
-    `H[b, i] H[c, i]` (`B^2 x in`, formed in column blocks).
+    `H[:, i]^T gram[o] H[:, i]`: the product of `gram`'s upper triangles (`out x B(B+1)/2`, the
+    off-diagonal entries doubled) with the input products `H[b, i] H[c, i]`, `b <= c`
+    (`B(B+1)/2 x in`, formed in column blocks).
 
     Args:
         sums: the layer's sums over draws.
@@ -142,31 +151,47 @@ def weight_moments(sums: GramMoments, inputs: torch.Tensor) -> Moments:
     out = sums.gram.shape[0]
     mean = (sums.shift + sums.total / sums.count).T @ h
     offset = sums.total.T @ h
-    flat_gram = sums.gram.reshape(out, batch * batch)
-    width = max(1, _PRODUCT_ELEMENTS // (batch * batch))
-    quad = torch.cat([
-        flat_gram @ (h[:, None, i:i + width] * h[None, :, i:i + width]).reshape(batch**2, -1)
-        for i in range(0, num_in, width)
-    ], dim=1)
+    # gram[o] is symmetric: its upper triangle, off-diagonal entries counted twice.
+    rows, cols = torch.triu_indices(batch, batch, device=h.device)
+    twice = torch.where(rows == cols, 1.0, 2.0).to(h.dtype)
+    half_gram = sums.gram.reshape(out, batch * batch)[:, rows * batch + cols] * twice
+    width = max(1, _PRODUCT_ELEMENTS // len(rows))
+    quad = torch.cat([half_gram @ (h[rows, i:i + width] * h[cols, i:i + width])
+                      for i in range(0, num_in, width)], dim=1)
     m2 = (quad - offset.square() / sums.count).clamp_min_(0)
     return Moments(sums.count, mean.reshape(-1), m2.reshape(-1))
 
 
-def weight_part(sums: GramMoments, input_gram: torch.Tensor) -> WeightPart:
-    """The batch-means part of a group's draws of a shared-input layer's weight.
+def _group_weight_parts(y: torch.Tensor, shift: torch.Tensor, input_gram: torch.Tensor,
+                        parts: list[tuple[int, slice]]) -> list[tuple[int, WeightPart]]:
+    """The batch-means parts of a chunk's draws of a shared-input layer's weight, by group.
 
-    With `Y_k = Delta_k - S` and `t = sum_k Y_k`: the mean weight is `M^T H` with
-    `M = S + t / n`, and `sum_k ||G_k - M^T H||^2 = sum_o <gram[o], H H^T> - sum_o t_o^T H H^T
-    t_o / n` (`out x B^2` work, never `out x in`).
+    With `A = H H^T` and `Y_k = Delta_k - S`, draw `k` adds `q_k = sum_o Y_k[:, o]^T A
+    Y_k[:, o]` (one `(out K) x B` by `B x B` product for the chunk). A group's `n` draws with
+    `t = sum_k Y_k` have mean weight `M^T H`, `M = S + t / n`, and
+    `sum_k ||G_k - M^T H||^2 = sum_k q_k - sum_o t_o^T A t_o / n` (`out x B^2` work, never
+    `out x in`).
 
     Args:
-        sums: the group's sums (`gram_moments_of`).
-        input_gram: `H H^T` (`B x B`, float64).
+        y: the chunk's shifted draws, `out x K x B` (`_shifted_by_unit`).
+        shift: `S`, `B x out` float64.
+        input_gram: `A` (`B x B`, float64).
+        parts: `(group, rows)` of the chunk (`_group_rows`).
+
+    Returns:
+        `(group, WeightPart)` per part.
     """
-    quadratic = float(sums.gram.sum(0).mul_(input_gram).sum())
-    offset = float((input_gram @ sums.total).mul_(sums.total).sum())
-    return WeightPart(sums.count, sums.shift + sums.total / sums.count,
-                      max(quadratic - offset / sums.count, 0.0))
+    out, count, batch = y.shape
+    quadratic = (y.reshape(out * count, batch) @ input_gram.to(y.dtype)).view_as(y).mul_(y)
+    per_draw = quadratic.sum(dim=(0, 2), dtype=torch.float64)
+    result = []
+    for group, rows in parts:
+        n = rows.stop - rows.start
+        total = y[:, rows].sum(1, dtype=torch.float64).T  # B x out
+        offset = float((input_gram @ total).mul_(total).sum())
+        m2 = float(per_draw[rows].sum()) - offset / n
+        result.append((group, WeightPart(n, shift + total / n, max(m2, 0.0))))
+    return result
 
 
 class FastAccumulator:
@@ -175,7 +200,9 @@ class FastAccumulator:
     Reads like a `MomentAccumulator` (`names()`, `acc[name] -> Moments`, `compute()`,
     `elapsed_s`, `skipped`, `groups`, `state_dict()`), with the same names, order and
     flattening as the generic path; the weights of shared-input layers are kept as
-    `GramMoments` and their `Moments` are formed when read (with `higher_moments`, their draws
+    `GramMoments` about the first draw, owned by the accumulator and added to in place (one
+    `out x B x B` batched product per chunk), and their `Moments` are formed when read (with
+    `higher_moments`, their draws
     `Delta_k^T H` are formed chunk by chunk instead, as `M3` and `M4` need them). Batch-means
     groups of those weights are kept as `WeightPart`s (`GroupSummaries.add_weight_part`).
 
@@ -231,15 +258,20 @@ class FastAccumulator:
                     chunk.dtype)
                 continue
             known = self.grams.get(layer)
-            shift = None if known is None else known.shift
-            for group, rows in _group_rows(len(chunk), first_index, self.groups):
-                sums = gram_moments_of(chunk[rows], shift=shift)
-                shift = sums.shift
-                if group is not None:
-                    self.groups.add_weight_part(f"{layer}.weight", group,
-                                                weight_part(sums, self._input_grams[layer]))
-                known = sums if known is None else merge_gram_moments(known, sums)
-            self.grams[layer] = known
+            if known is None:  # sums owned by this accumulator, added to in place
+                shift = chunk[0].to(torch.float64, copy=True)
+                batch, out = shift.shape
+                known = GramMoments(0, shift, torch.zeros_like(shift),
+                                    shift.new_zeros(out, batch, batch))
+            y = _shifted_by_unit(chunk, known.shift)
+            known.gram.add_(torch.bmm(y.transpose(1, 2), y))
+            known.total.add_(y.sum(1).T)
+            self.grams[layer] = replace(known, count=known.count + len(chunk))
+            if self.groups is not None:
+                parts = _group_rows(len(chunk), first_index, self.groups)
+                for group, part in _group_weight_parts(y, known.shift,
+                                                       self._input_grams[layer], parts):
+                    self.groups.add_weight_part(f"{layer}.weight", group, part)
         # Autograd may hand one tensor to several inputs (the gate-logit gradient is the gater
         # output's): the deltas are read by now, and dense chunks are scratch unless aliased.
         distinct = len({t.untyped_storage().data_ptr() for t in dense.values()}) == len(dense)
@@ -256,7 +288,7 @@ class FastAccumulator:
         self.dense.merge(other.dense)
         for layer, sums in other.grams.items():
             known = self.grams.get(layer)
-            self.grams[layer] = sums if known is None else merge_gram_moments(known, sums)
+            self.grams[layer] = _copy(sums) if known is None else merge_gram_moments(known, sums)
         self.elapsed_s += other.elapsed_s
         self.skipped = sorted(self.skipped + other.skipped)
         self._read.clear()
@@ -286,8 +318,9 @@ class FastAccumulator:
             "kind": self.path, "names": list(self._names),
             "inputs": {layer: h.cpu() for layer, h in self.inputs.items()},
             "higher_moments": self.higher_moments, "dense": self.dense.state_dict(),
-            "grams": {layer: {"count": g.count, "shift": g.shift.cpu(), "total": g.total.cpu(),
-                              "gram": g.gram.cpu()} for layer, g in self.grams.items()},
+            "grams": {layer: {"count": g.count, "shift": g.shift.cpu().clone(),
+                              "total": g.total.cpu().clone(), "gram": g.gram.cpu().clone()}
+                      for layer, g in self.grams.items()},
             "elapsed_s": self.elapsed_s, "skipped": list(self.skipped),
         }
 
@@ -298,12 +331,17 @@ class FastAccumulator:
                           higher_moments=state["higher_moments"])
         accumulator.dense = MomentAccumulator.from_state_dict(state["dense"], device)
         accumulator.grams = {
-            layer: GramMoments(g["count"], g["shift"].to(device), g["total"].to(device),
-                               g["gram"].to(device)) for layer, g in state["grams"].items()
+            layer: _copy(GramMoments(g["count"], g["shift"].to(device), g["total"].to(device),
+                                     g["gram"].to(device))) for layer, g in state["grams"].items()
         }
         accumulator.elapsed_s = state["elapsed_s"]
         accumulator.skipped = list(state["skipped"])
         return accumulator
+
+
+def _copy(sums: GramMoments) -> GramMoments:
+    """Sums with tensors of their own (an accumulator adds to its sums in place)."""
+    return GramMoments(sums.count, sums.shift.clone(), sums.total.clone(), sums.gram.clone())
 
 
 def restore_accumulator(state: dict, device=None) -> MomentAccumulator | FastAccumulator:
@@ -595,7 +633,5 @@ def fast_moments(
         >>> acc["st"]["expert.weight"].mean.shape, acc["st"]["expert.weight"].count
         (torch.Size([24]), 8)
     """
-    from dataclasses import replace
-
     plan = replace(plan or DrawPlan(**settings), path="fast")
     return run_plan(graph, estimators, batch, plan, states=states)

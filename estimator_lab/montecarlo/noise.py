@@ -52,6 +52,30 @@ def uniform_noise(
     for row, index in enumerate(draw_indices):
         generator = torch.Generator().manual_seed(draw_seed(seed, index))
         torch.rand(shape, generator=generator, dtype=torch.float64, out=out[row])
-    # Rounding to a shorter float may round values just below 1 up to 1: keep them below.
+    return below_one_in(out, dtype).to(device)
+
+
+def below_one_in(values: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """CPU float64 values in `[0, 1)` rounded to `dtype` (to nearest), kept below 1.
+
+    Rounding to a shorter float may round values just below 1 up to 1; those become the
+    largest `dtype` value below 1.
+
+    Args:
+        values: a float64 CPU tensor in `[0, 1)` (float64 is returned as it is).
+        dtype: a floating dtype.
+
+    Example:
+        >>> below_one_in(torch.tensor([0.5, 1 - 2.0**-30]), torch.float32).tolist()
+        [0.5, 0.9999999403953552]
+    """
+    if dtype == torch.float64:
+        return values
     below_one = 1.0 - torch.finfo(dtype).eps / 2
-    return out.to(dtype=dtype).clamp_(max=below_one).to(device)
+    if dtype == torch.float32:
+        # numpy rounds to nearest like `Tensor.to`, on one thread: torch's two-thread
+        # elementwise kernels wait milliseconds for a busy core on a shared machine.
+        narrow = values.numpy().astype(np.float32)
+        np.minimum(narrow, np.float32(below_one), out=narrow)
+        return torch.from_numpy(narrow)
+    return values.to(dtype=dtype).clamp_(max=below_one)
