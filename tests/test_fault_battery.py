@@ -52,7 +52,7 @@ from client import (  # noqa: E402
 TIMING_COLUMNS = ("seconds_per_draw", "time_variance")
 """Columns of `summary.csv` that hold wall time (differ between two uninterrupted runs)."""
 
-VOLATILE_MANIFEST = ("created", "run", "wall_time_s")
+VOLATILE_MANIFEST = ("created", "run", "wall_time_s", "peak_memory_mib")
 """Manifest entries that name the run (time, host, pid) rather than its results."""
 
 VARIANCE = ["variance", "--graph", "tiny-conditional", "--estimators", "reinforce,st",
@@ -87,7 +87,8 @@ def finished(answer: dict) -> None:
     assert answer["rc"] == 0, answer["log"]
 
 
-VOLATILE_LINE = re.compile(r"wall time [0-9.]+ s|^\| (created|run\.pid|run\.host|wall_time_s) \|")
+VOLATILE_LINE = re.compile(r"wall time [0-9.]+ s|"
+                           r"^\| (created|run\.pid|run\.host|wall_time_s|peak_memory_mib\.\w+) \|")
 """Lines of `report.md` that state the wall time or name the run."""
 
 

@@ -1,10 +1,12 @@
-"""The manifest every report carries: versions, seed, device, git revision, wall time, writer."""
+"""The manifest every report carries: versions, seed, device, git revision, wall time, peak
+memory, writer."""
 
 from __future__ import annotations
 
 import datetime as dt
 import os
 import platform
+import resource
 import socket
 import subprocess
 import sys
@@ -51,6 +53,23 @@ def git_revision(path: str | Path = ".") -> str | None:
     return revision + ("-dirty" if dirty else "")
 
 
+def peak_memory_mib() -> dict[str, float]:
+    """This process's peak memory so far, in MiB: `{"rss": ...}` (the resident set's high-water
+    mark, `getrusage`), plus `{"cuda": ...}` (the most tensor memory allocated on the current GPU)
+    when this process has used CUDA.
+
+    Example:
+        >>> peak_memory_mib()["rss"] > 0
+        True
+    """
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    peak = {"rss": round(rss / (2**20 if sys.platform == "darwin" else 2**10), 1)}
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        peak["cuda"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return peak
+
+
 def run_manifest(*, seed: int | None, device: str, wall_time_s: float, **extra: Any) -> dict:
     """A JSON-ready record of how a result was made.
 
@@ -61,7 +80,8 @@ def run_manifest(*, seed: int | None, device: str, wall_time_s: float, **extra: 
         **extra: study-specific entries (configuration, command line).
 
     The record also holds the time (`created`), the run that made it (`run`: host and pid,
-    `run_identity`), the git revision, Python, the platform and the package versions.
+    `run_identity`), the process's peak memory up to now (`peak_memory_mib`), the git revision,
+    Python, the platform and the package versions.
     """
     return {
         "created": utc_now(),
@@ -69,6 +89,7 @@ def run_manifest(*, seed: int | None, device: str, wall_time_s: float, **extra: 
         "seed": seed,
         "device": device,
         "wall_time_s": round(wall_time_s, 3),
+        "peak_memory_mib": peak_memory_mib(),
         "git_revision": git_revision(Path(__file__).parent),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
