@@ -106,17 +106,21 @@ def format_duration(seconds: float) -> str:
 
 
 def _check_estimators(names, spec: str | None = None) -> None:
-    """Raises KeyError/ValueError for an unknown estimator, a bad graph spec, or a single-layer
-    estimator on a multi-layer graph, before any long work starts."""
+    """Raises KeyError/ValueError for an unknown estimator (of the registry of the graph's gate
+    distribution: `estimator_for`), a bad graph spec, or a single-layer estimator on a
+    multi-layer graph, before any long work starts."""
     from estimator_lab.estimators import get_estimator
     from estimator_lab.estimators.base import require_single_layer
+    from estimator_lab.estimators.categorical import estimator_for
+    from estimator_lab.graphs.categorical import gate_distribution
     from estimator_lab.graphs.specs import build_problem
 
     graph = None if spec is None else build_problem(spec).graph
     for name in names:
-        estimator = get_estimator(name)
-        if graph is not None:
-            require_single_layer(graph, estimator)
+        if graph is None:
+            get_estimator(name)
+            continue
+        require_single_layer(graph, estimator_for(name, gate_distribution(graph)))
 
 
 def _usage_error(error: KeyError | ValueError) -> UsageError:
@@ -213,39 +217,55 @@ ESTIMATOR_COLUMNS = ("name", "unbiased", "distribution", "evaluations_per_draw",
                      "vmap")
 """The columns of `estimator-lab estimators`' table of capability flags."""
 
+ESTIMATOR_GATES = ("bernoulli", "categorical", "all")
+"""`estimator-lab estimators --gates`: the registry listed, by the gates of the graphs its
+estimators run on (the Bernoulli registry also holds estimators that change the gate, such as
+`sts`: their `distribution` column says so)."""
 
-def estimator_rows() -> list[dict[str, object]]:
-    """One dict per registered estimator: its capability flags (`ESTIMATOR_COLUMNS`), class,
-    one-line description and reference (`registry.describe`: from its class docstring)."""
+
+def estimator_rows(gates: str = "bernoulli") -> list[dict[str, object]]:
+    """One dict per registered estimator for graphs with `gates` (`ESTIMATOR_GATES`): its
+    capability flags (`ESTIMATOR_COLUMNS`), the `gates` of its registry, class, one-line
+    description and reference (`registry.describe`: from its class docstring)."""
     from estimator_lab.estimators import available, get_estimator
+    from estimator_lab.estimators.categorical import (
+        available_categorical,
+        get_categorical_estimator,
+    )
     from estimator_lab.estimators.registry import describe
 
+    registries = {"bernoulli": (available, get_estimator),
+                  "categorical": (available_categorical, get_categorical_estimator)}
     rows = []
-    for name in available():
-        estimator = get_estimator(name)
-        cls = type(estimator)
-        description, reference = describe(cls)
-        rows.append({
-            "name": name,
-            "unbiased": estimator.is_unbiased,
-            "distribution": estimator.distribution,
-            "evaluations_per_draw": estimator.evaluations_per_draw or "per graph",
-            "multilayer": estimator.multilayer,
-            "vmap": estimator.supports_vmap,
-            "class": f"{cls.__module__}.{cls.__qualname__}",
-            "description": description,
-            "reference": reference,
-        })
+    for registry in registries if gates == "all" else [gates]:
+        names, build = registries[registry]
+        for name in names():
+            estimator = build(name)
+            cls = type(estimator)
+            description, reference = describe(cls)
+            rows.append({
+                "name": name,
+                "unbiased": estimator.is_unbiased,
+                "distribution": estimator.distribution,
+                "evaluations_per_draw": estimator.evaluations_per_draw or "per graph",
+                "multilayer": estimator.multilayer,
+                "vmap": estimator.supports_vmap,
+                "gates": registry,
+                "class": f"{cls.__module__}.{cls.__qualname__}",
+                "description": description,
+                "reference": reference,
+            })
     return rows
 
 
 def _cmd_estimators(args: argparse.Namespace) -> None:
-    rows = estimator_rows()
+    rows = estimator_rows(args.gates)
     widths = {c: max(len(c), *(len(str(row[c])) for row in rows)) for c in ESTIMATOR_COLUMNS}
     for row in [dict(zip(ESTIMATOR_COLUMNS, ESTIMATOR_COLUMNS, strict=True)), *rows]:
         print("  ".join(f"{row[c]!s:<{widths[c]}}" for c in ESTIMATOR_COLUMNS).rstrip())
     for row in rows:
-        print(f"\n{row['name']}: {row['description']}\n    {row['reference'] or 'no reference'}"
+        label = row["name"] if row["gates"] == "bernoulli" else f"{row['name']} (categorical)"
+        print(f"\n{label}: {row['description']}\n    {row['reference'] or 'no reference'}"
               f" ({row['class']})")
 
 
@@ -350,7 +370,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     bias.add_argument("--graph", required=True,
                       help="small graph spec: toy:n=4,t=0.45 | toy:logits=0.5/-1,t=0.3 | "
                            "sbn:4-4-4[,inputs=8,batch=2,scale=2] | "
-                           "tiny-conditional:gates=12[,hidden=8,batch=4]")
+                           "tiny-conditional:gates=12[,hidden=8,batch=4] | "
+                           "cat-toy:n=3,k=4,t=0.45[,batch=1] (categorical gates: its "
+                           "estimators are `estimator-lab estimators --gates categorical`)")
     bias.add_argument("--out", required=True, help="report folder, replaced whole on success")
     _add_study_arguments(bias, draws=10_000)
     bias.add_argument("--alpha", type=open_unit_interval, default=0.01,
@@ -362,7 +384,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         "variance", help="variance and bias per parameter group, full paper network or small graph"
     )
     variance.add_argument("--graph", default="paper", help="paper | toy:... | sbn:... | "
-                          "tiny-conditional:... (see bias --help; default: %(default)s)")
+                          "tiny-conditional:... | cat-toy:... (see bias --help; default: "
+                          "%(default)s)")
     variance.add_argument("--out", required=True, help="report folder, replaced whole on success")
     _add_study_arguments(variance, draws=1000)
     variance.add_argument("--parameters", default=None,
@@ -394,8 +417,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
     estimators = commands.add_parser(
         "estimators", help="list the registered estimators (built-in and plugins): flags, "
-                           "description, reference"
+                           "description, reference; --gates categorical for categorical graphs"
     )
+    estimators.add_argument("--gates", choices=ESTIMATOR_GATES, default="bernoulli",
+                            help="list the estimators for graphs with Bernoulli gates, with "
+                                 "categorical gates (cat-toy: `bias` and `variance` pick these "
+                                 "by name), or both (default: %(default)s)")
     estimators.set_defaults(run=_cmd_estimators)
 
     data = commands.add_parser("data", help="MNIST: fetch and verify, or describe the cache")

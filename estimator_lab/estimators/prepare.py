@@ -1,9 +1,11 @@
 """Estimators ready for one graph and batch: batch-dependent hyper-parameters and warm states.
 
-Most estimators are built by name alone. `reinforce-oracle` needs the Eq. 10 expectations of
-the batch it will see, and adaptive estimators (moving-average baselines, RELAX's control
-variate) should be measured in a warmed-up state rather than at `init`. `prepare_estimator`
-does both, so studies and tests measure every estimator the same way.
+Most estimators are built by name alone; the name means the estimator for the graph's gates
+(`estimator_for`: a categorical graph gets the categorical estimator of that name).
+`reinforce-oracle` needs the Eq. 10 expectations of the batch it will see, and adaptive
+estimators (moving-average baselines, RELAX's control variate) should be measured in a
+warmed-up state rather than at `init`. `prepare_estimator` does both, so studies and tests
+measure every estimator the same way.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ import torch
 
 from estimator_lab.estimators.base import GradientEstimator
 from estimator_lab.estimators.baselines import oracle_baseline_values
-from estimator_lab.estimators.registry import get_estimator
+from estimator_lab.estimators.categorical.registry import estimator_for
 from estimator_lab.graphs.base import StochasticGraph
+from estimator_lab.graphs.categorical import gate_distribution
 from estimator_lab.montecarlo.noise import uniform_noise
 
 WARMUP_SEED_OFFSET = 1_000_003
@@ -34,13 +37,14 @@ def prepare_estimator(
     """An estimator by name, built for `graph` and `batch`, and its (warmed-up) state.
 
     Args:
-        name: registry name.
+        name: registry name (of the Bernoulli or, for a graph with categorical gates, the
+            categorical registry).
         graph: the model.
         batch: the fixed batch the estimator will be measured on.
         warmup_steps: `update` calls before the state is frozen, each on fresh noise from the
             warm-up stream (a no-op for stateless estimators).
         seed: the run's seed.
-        **hyper: hyper-parameters passed to `get_estimator`.
+        **hyper: hyper-parameters passed to `estimator_for`.
 
     Returns:
         the estimator and its state after the warm-up.
@@ -50,9 +54,10 @@ def prepare_estimator(
         running Eq. 10 estimates them), by enumeration when the graph is small enough and from
         a seeded pilot of 100,000 draws otherwise.
     """
-    if name == "reinforce-oracle" and "values" not in hyper:
+    distribution = gate_distribution(graph)
+    if name == "reinforce-oracle" and distribution == "bernoulli" and "values" not in hyper:
         hyper |= {"values": oracle_baseline_values(graph, batch, seed=seed), "pooled": True}
-    estimator = get_estimator(name, **hyper)
+    estimator = estimator_for(name, distribution, **hyper)
     return estimator, warmed_up_state(estimator, graph, batch, warmup_steps=warmup_steps, seed=seed)
 
 

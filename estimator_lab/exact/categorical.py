@@ -20,13 +20,18 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from estimator_lab.exact.enumeration import DEFAULT_MAX_CONFIGURATIONS, EnumerationTooLarge
-from estimator_lab.exact.moments import ExactMoments, NotComputable
+from estimator_lab.exact.enumeration import (
+    DEFAULT_MAX_CONFIGURATIONS,
+    EnumerationTooLarge,
+    exact_gradient,
+)
+from estimator_lab.exact.moments import ExactMoments, NotComputable, exact_moments
 from estimator_lab.graphs.base import PreparedBatch
 from estimator_lab.graphs.categorical import (
     CategoricalGraph,
     categorical_log_prob,
     conditional_gumbel,
+    gate_distribution,
     gumbel_uniforms,
 )
 from estimator_lab.montecarlo.accumulators import Moments, merge_moments
@@ -41,16 +46,21 @@ def check_categorical_enumerable(
 ) -> int:
     """The number of configurations `K^N`, or an `EnumerationTooLarge` error saying so.
 
+    `K^N` is only formed (and written out in the error) while it has at most 30 digits, so a
+    spec like `n=1000000000` is refused at once.
+
     Example:
         >>> check_categorical_enumerable(3, 4)
         64
     """
-    count = num_classes**num_gates
-    if count > max_configurations:
+    huge = num_gates * math.log10(max(num_classes, 1)) > 30
+    count = None if huge else num_classes**num_gates
+    if count is None or count > max_configurations:
+        shown = "" if count is None else f" = {count:,}"
         raise EnumerationTooLarge(
-            f"{num_gates} categorical gates of {num_classes} classes make {num_classes}^"
-            f"{num_gates} = {count:,} configurations, more than the limit of "
-            f"{max_configurations:,} (raise max_configurations or use fewer gates or classes)"
+            f"{num_gates:,} categorical gates of {num_classes:,} classes make {num_classes}^"
+            f"{num_gates}{shown} configurations, more than the limit of "
+            f"{max_configurations:,} (use fewer gates or classes)"
         )
     return count
 
@@ -84,7 +94,7 @@ def iter_categorical_chunks(
 
 
 def _require_categorical(graph) -> None:
-    if getattr(graph, "distribution", "bernoulli") != "categorical":
+    if gate_distribution(graph) != "categorical":
         raise TypeError(f"{type(graph).__name__} does not have categorical gates")
 
 
@@ -265,3 +275,32 @@ def _example_moments(graph, estimator, example, state, parameters, max_configura
     mean = {name: m.mean for name, m in moments.items()}
     variance = {name: (m.m2 / m.count).clamp_min(0) for name, m in moments.items()}
     return mean, variance, atoms
+
+
+def exact_gradient_for(graph, batch: tuple[torch.Tensor, ...], **options):
+    """`categorical_exact_gradient` for a graph with categorical gates, else `exact_gradient`
+    (the Bernoulli sweep, called exactly as before); same arguments and results.
+
+    Example:
+        >>> from estimator_lab.graphs.categorical import CategoricalToy
+        >>> toy = CategoricalToy.seeded(2, 3)
+        >>> _, grads = exact_gradient_for(toy, toy.example_batch())
+        >>> tuple(grads["gate_logits"].shape)
+        (1, 2, 3)
+    """
+    if gate_distribution(graph) == "categorical":
+        return categorical_exact_gradient(graph, batch, **options)
+    return exact_gradient(graph, batch, **options)
+
+
+def exact_moments_for(graph, estimator: GradientEstimator, batch: tuple[torch.Tensor, ...],
+                      **options) -> ExactMoments:
+    """`categorical_exact_moments` for a graph with categorical gates, else `exact_moments`
+    (enumeration or quadrature of the Bernoulli noise, called exactly as before).
+
+    Raises:
+        NotComputable, EnumerationTooLarge: as the function it calls.
+    """
+    if gate_distribution(graph) == "categorical":
+        return categorical_exact_moments(graph, estimator, batch, **options)
+    return exact_moments(graph, estimator, batch, **options)

@@ -23,6 +23,17 @@ from estimator_lab.exact.enumeration import DEFAULT_MAX_CONFIGURATIONS
 from estimator_lab.graphs.base import GateFunction, GateTrace, PreparedBatch, StochasticGraph
 
 
+def gate_distribution(graph: StochasticGraph) -> str:
+    """The distribution of a graph's gates: its `distribution` flag, `"bernoulli"` for the
+    graphs that predate the flag (every Bernoulli graph).
+
+    Example:
+        >>> gate_distribution(CategoricalToy.seeded(1, 2)), gate_distribution(nn.Module())
+        ('categorical', 'bernoulli')
+    """
+    return getattr(graph, "distribution", "bernoulli")
+
+
 def gumbel_noise(noise: torch.Tensor) -> torch.Tensor:
     """Standard Gumbel samples `g = -log(-log u)` from uniforms `u`, clamped into
     `[tiny, 1 - eps / 2]` first so the result is finite.

@@ -1,4 +1,5 @@
-"""Small graphs by name: `toy:n=6,t=0.45`, `sbn:4-4-4`, `tiny-conditional:gates=12`.
+"""Small graphs by name: `toy:n=6,t=0.45`, `sbn:4-4-4`, `tiny-conditional:gates=12`,
+`cat-toy:n=3,k=4,t=0.45`.
 
 A spec is `KIND[:ARGS]`, ARGS a comma-separated list of `key=value` (and, for `sbn`, the layer
 sizes joined by `-`). `build_problem(spec, seed=...)` returns the graph with its batch, ready
@@ -18,7 +19,7 @@ from estimator_lab.graphs.conditional import ConditionalConfig, ConditionalNetwo
 from estimator_lab.graphs.sbn import SigmoidBeliefNet
 from estimator_lab.graphs.toy import ToyGraph
 
-KINDS = ("toy", "sbn", "tiny-conditional")
+KINDS = ("toy", "sbn", "tiny-conditional", "cat-toy")
 MAX_TINY_CONDITIONAL_GATES = 16
 
 
@@ -163,6 +164,10 @@ def _build(spec: str, seed: int, data_path: str | None, max_configurations: int)
         images, labels = mnist("valid", path=data_path).tensors()
         index = torch.randperm(images.shape[0], generator=generator)[:batch_size]
         batch = (images[index], labels[index])
+    elif kind == "cat-toy":
+        from estimator_lab.graphs.categorical import parse_cat_toy
+
+        graph, batch = parse_cat_toy(options, seed=seed, max_configurations=max_configurations)
     else:
         raise GraphSpecError(f"unknown graph {kind!r} in spec {spec!r}; known: {', '.join(KINDS)}")
     if options or (positional and kind != "sbn"):

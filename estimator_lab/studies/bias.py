@@ -19,9 +19,15 @@ import pandas as pd
 import torch
 
 from estimator_lab.device import describe_device, resolve_device
-from estimator_lab.estimators import get_estimator
+from estimator_lab.estimators.base import GradientEstimator
 from estimator_lab.estimators.prepare import prepare_estimator
-from estimator_lab.exact import EnumerationTooLarge, NotComputable, exact_gradient, exact_moments
+from estimator_lab.exact import EnumerationTooLarge, NotComputable
+
+# Dispatching on the graph's gates: Bernoulli graphs get `estimator_lab.exact.exact_gradient`
+# and `exact_moments` themselves, categorical graphs their categorical counterparts.
+from estimator_lab.exact.categorical import exact_gradient_for as exact_gradient
+from estimator_lab.exact.categorical import exact_moments_for as exact_moments
+from estimator_lab.graphs.categorical import gate_distribution
 from estimator_lab.graphs.specs import build_problem
 from estimator_lab.montecarlo import GATE_LOGITS, run_draws
 from estimator_lab.montecarlo.accumulators import Moments
@@ -40,8 +46,9 @@ class BiasConfig:
     """Settings of a bias study.
 
     Attributes:
-        graph: a graph spec (`toy:n=4,t=0.45`, `sbn:4-4-4`, `tiny-conditional:gates=12`).
-        estimators: registry names.
+        graph: a graph spec (`toy:n=4,t=0.45`, `sbn:4-4-4`, `tiny-conditional:gates=12`,
+            `cat-toy:n=3,k=4,t=0.45`).
+        estimators: registry names (of the categorical registry for a categorical graph).
         draws: Monte Carlo draws per estimator.
         seed: seeds the graph and the noise.
         alpha: family-wise level (Holm over every coordinate of one estimator).
@@ -74,8 +81,9 @@ def _flat(tensors: dict[str, torch.Tensor], names: list[str]) -> torch.Tensor:
 
 
 def estimator_rows(config: BiasConfig, name: str, names: list[str], exact: dict, moments,
-                   shapes: dict) -> tuple[pd.DataFrame, dict]:
-    """Tidy per-coordinate rows and a summary row for one estimator."""
+                   shapes: dict, estimator: GradientEstimator) -> tuple[pd.DataFrame, dict]:
+    """Tidy per-coordinate rows and a summary row for one estimator (`estimator`, measured
+    under `name`: its `is_unbiased` flag goes in the summary)."""
     mean = torch.cat([moments[n].mean.cpu() for n in names])
     m2 = torch.cat([moments[n].m2.cpu() for n in names])
     truth = _flat(exact["gradient"], names)
@@ -98,7 +106,6 @@ def estimator_rows(config: BiasConfig, name: str, names: list[str], exact: dict,
         "pvalue": test.pvalues,
         "pvalue_adjusted": test.pvalues_adjusted,
     })
-    estimator = get_estimator(name)
     bias_norm = float(np.linalg.norm(frame["exact_mean"] - frame["exact"])) if exact_est else np.nan
     summary = {
         "estimator": name,
@@ -146,7 +153,8 @@ def run_bias(config: BiasConfig, out: str | Path, *, progress: bool = False) -> 
     names = [GATE_LOGITS] + [n for n, _ in graph.named_parameters()]
     shapes = {n: tuple(t.shape) for n, t in gradient.items()}
     frames, summaries = zip(*[
-        estimator_rows(config, name, names, exact, moments[name], shapes) for name in estimators
+        estimator_rows(config, name, names, exact, moments[name], shapes, estimator)
+        for name, estimator in estimators.items()
     ], strict=True)
     results = pd.concat(frames, ignore_index=True)[RESULT_COLUMNS]
     summary = pd.DataFrame(summaries)
@@ -154,6 +162,8 @@ def run_bias(config: BiasConfig, out: str | Path, *, progress: bool = False) -> 
         seed=config.seed, device=describe_device(device),
         wall_time_s=time.perf_counter() - started, study="bias", config=asdict(config),
         expected_loss=float(value), num_gates=graph.num_gates,
+        **({"num_classes": graph.num_classes} if gate_distribution(graph) == "categorical"
+           else {}),
     )
     with staged_directory(out) as stage:
         results.to_csv(stage / "results.csv", index=False)
@@ -178,10 +188,13 @@ def bias_report(
     ax = bias_interval_plot(results[results["parameter"] == GATE_LOGITS])
     ax.set_ylabel("gate logit coordinate")
     report = Report(f"Bias against the exact gradient: `{config.graph}`", manifest)
+    gates, classes = manifest["num_gates"], manifest.get("num_classes")
+    configurations = (f"all 2^{gates} gate\nconfigurations" if classes is None else
+                      f"all {classes}^{gates} configurations of its\n{gates} categorical gates "
+                      f"of {classes} classes")
     report.add_text(f"""
 **Question.** Which estimators are biased on `{config.graph}`, measured against the exact
-gradient of the expected loss (enumeration of all 2^{manifest["num_gates"]} gate
-configurations, float64)?
+gradient of the expected loss (enumeration of {configurations}, float64)?
 
 **Setup.** {config.draws:,} draws per estimator, seed {config.seed}, common random numbers;
 per-coordinate z-tests of `mean − exact` with Holm's correction over every coordinate of an

@@ -238,7 +238,7 @@ def measure_graph(
     frames = []
     for name, estimator in estimators.items():
         frame, verdict = estimator_rows(bias_config, name, parameters, exact,
-                                        accumulators[name], shapes)
+                                        accumulators[name], shapes, estimator)
         frames.append(_with_variance_intervals(frame, accumulators[name], parameters))
         rows.append(_summary_row(spec, name, estimator, exact, accumulators[name], verdict,
                                  truth, parameters, evaluations[name]))

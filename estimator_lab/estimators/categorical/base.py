@@ -8,7 +8,7 @@ import torch
 
 from estimator_lab.estimators.base import GradientEstimator
 from estimator_lab.graphs.base import GateTrace, PreparedBatch, StochasticGraph
-from estimator_lab.graphs.categorical import categorical_log_prob
+from estimator_lab.graphs.categorical import categorical_log_prob, gate_distribution
 
 
 class CategoricalEstimator(GradientEstimator):
@@ -28,7 +28,7 @@ class CategoricalEstimator(GradientEstimator):
 
 def require_categorical(graph: StochasticGraph, estimator: GradientEstimator) -> None:
     """Raises `ValueError` when a categorical estimator meets a graph of other gates."""
-    distribution = getattr(graph, "distribution", "bernoulli")
+    distribution = gate_distribution(graph)
     if distribution != "categorical":
         raise ValueError(f"estimator {estimator.name!r} needs categorical gates; "
                          f"{type(graph).__name__} has {distribution} gates")

@@ -42,6 +42,7 @@ class IndeCateR(CategoricalEstimator):
 
     is_unbiased = True
     discrete_noise = True
+    evaluations_per_draw = 0  # depends on the graph, S N K: see `evaluations`
 
     def __init__(self, num_samples: int = 1) -> None:
         if int(num_samples) != num_samples or num_samples < 1:
