@@ -11,11 +11,15 @@ run records, per estimator and seed:
 - the training ELBO: a fixed subset of training images (binarised once), `K`-sample mean;
 - the 100-sample bound `log (1/100) sum_k p(x, b_k) / q(b_k | x)` on a fixed test subset;
 - the gradient variance of the encoder parameters at the checkpoint's parameters, frozen:
-  `run_draws` on a fixed training minibatch, mean per-coordinate variance with a 95% batch-means
+  `run_draws` on a fixed training minibatch (`binary_vae_check.encoder_variances`), mean
+  per-coordinate variance with a 95% batch-means
   interval (its own trajectory, as in the papers' variance curves);
 - paired: at the checkpoints of the `disarm` run, every estimator's variance on the same
   parameters and minibatch under common random numbers, with the variance ratio to `disarm`
   and its paired interval (`paired_ratio` over batch-means groups).
+
+The protocol's pieces are the library's: `graphs.binary_vae.train_adam` (Adam with any
+estimator), `dynamic_minibatch` and `evaluate_bounds`.
 
 Each (estimator, seed) run is cached under `--cache` with its protocol, so a long benchmark is
 run in parts (`--estimators a,b`) and the last call, or `--report-only`, writes the report.
@@ -47,15 +51,19 @@ from estimator_lab.cli import format_duration  # noqa: E402
 from estimator_lab.data import mnist  # noqa: E402
 from estimator_lab.estimators import get_estimator  # noqa: E402
 from estimator_lab.estimators.prepare import warmed_up_state  # noqa: E402
-from estimator_lab.graphs.binary_vae import BinaryVAE, BinaryVAEConfig  # noqa: E402
-from estimator_lab.montecarlo import run_draws, uniform_noise  # noqa: E402
+from estimator_lab.graphs.binary_vae import (  # noqa: E402
+    BinaryVAE,
+    BinaryVAEConfig,
+    evaluate_bounds,
+    train_adam,
+)
 from estimator_lab.plotting.style import estimator_palette, legend_beside  # noqa: E402
 from estimator_lab.reporting import markdown_table, run_manifest, staged_directory  # noqa: E402
 from estimator_lab.reporting.builder import figure_bytes  # noqa: E402
 from estimator_lab.reporting.files import atomic_write_bytes, atomic_write_text  # noqa: E402
 from estimator_lab.reporting.markdown import format_interval, format_number  # noqa: E402
 from estimator_lab.serialization import safe_load_dict  # noqa: E402
-from estimator_lab.stats.intervals import group_mean, paired_ratio  # noqa: E402
+from estimator_lab.validation.binary_vae_check import encoder_variances  # noqa: E402
 
 ESTIMATORS = {
     "rloo": ("rloo", {"num_samples": 2}),
@@ -162,77 +170,30 @@ def build_model(protocol: Protocol, data: Data, seed: int) -> BinaryVAE:
     return BinaryVAE(config, data.mean, generator)
 
 
-def minibatch(data: Data, protocol: Protocol, seed: int, step: int) -> torch.Tensor:
-    """Step `step`'s dynamically binarised minibatch: epochs are seeded permutations of the
-    training set, and the binarisation noise is a pure function of (seed, step)."""
-    n, size = data.train.shape[0], protocol.batch_size
-    per_epoch = n // size
-    epoch, within = divmod(step, per_epoch)
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(
-        1000 * seed + SEED_STREAMS["data"] + 7919 * epoch))
-    images = data.train[order[within * size:(within + 1) * size]]
-    noise = uniform_noise(1000 * seed + SEED_STREAMS["data"], range(step, step + 1),
-                          tuple(images.shape))[0]
-    return (noise < images).float()
-
-
-def evaluate_bounds(vae: BinaryVAE, images: torch.Tensor, samples: int, seed: int,
-                    chunk: int = 100) -> tuple[float, float]:
-    """Mean `samples`-sample ELBO and bound over `images`, in chunks of `chunk` images; the
-    gate noise of chunk `i` is draw `i` of the `bound` stream (the same for every estimator)."""
-    elbos, bounds = [], []
-    for index, start in enumerate(range(0, images.shape[0], chunk)):
-        x = images[start:start + chunk]
-        noise = uniform_noise(1000 * seed + SEED_STREAMS["bound"], range(index, index + 1),
-                              (samples, x.shape[0], vae.num_gates))[0]
-        elbo, bound = vae.bounds(x, noise)
-        elbos.append(elbo)
-        bounds.append(bound)
-    return float(torch.cat(elbos).mean()), float(torch.cat(bounds).mean())
-
-
 def measure_variance(vae: BinaryVAE, estimators: dict, states: dict, batch: torch.Tensor,
                      protocol: Protocol, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Encoder-parameter gradient variance of each estimator at `vae`'s frozen parameters on
-    `batch`, draws under common random numbers (draw `k` of every estimator from noise `k`).
-
-    The encoder's tensors are pooled: per batch-means group the total variances of its
-    tensors add up, so the mean per-coordinate variance `tr(Sigma) / d` gets a t interval over
-    groups, and the ratio to `REFERENCE` a paired delta-method interval (`paired_ratio`).
+    `batch`, draws under common random numbers (`encoder_variances`).
 
     Returns:
-        one row per estimator (`mean_variance` with `mean_variance_low`/`_high`), and one row
-        per other estimator with its `variance_ratio` to `REFERENCE`, `ratio_low`/`_high`
-        (empty without `REFERENCE`).
+        one row per estimator (`mean_variance` with its 95% interval `mean_variance_low`/
+        `_high`), and one row per other estimator with its `variance_ratio` to `REFERENCE`
+        and the paired interval `ratio_low`/`_high` (empty without `REFERENCE`).
     """
-    accumulators = run_draws(vae, estimators, (batch,), num_draws=protocol.variance_draws,
-                             seed=1000 * seed + SEED_STREAMS["variance"], states=states,
-                             parameters=list(vae.encoder_parameters()), include_logits=False,
-                             group_size=protocol.group_size)
-    rows, groups = [], {}
-    for label, accumulator in accumulators.items():
-        names = accumulator.names()
-        numel = sum(accumulator[n].mean.numel() for n in names)
-        pooled: dict[int, float] = {}
-        for name in names:
-            for group, value in accumulator.groups.total_variance[name].items():
-                pooled[group] = pooled.get(group, 0.0) + float(value)
-        groups[label] = pooled
-        total = sum(float(accumulator[n].variance.sum()) for n in names)
-        low, high = group_mean(list(pooled.values())).confidence_interval(0.95)
-        rows.append({"estimator": label, "numel": numel, "draws": accumulator[names[0]].count,
+    measured = encoder_variances(vae, estimators, (batch,), num_draws=protocol.variance_draws,
+                                 group_size=protocol.group_size, states=states,
+                                 seed=1000 * seed + SEED_STREAMS["variance"])
+    rows, ratios = [], []
+    for label, result in measured.items():
+        low, high = result.interval(0.95)
+        rows.append({"estimator": label, "numel": result.numel, "draws": result.draws,
                      "evaluations_per_draw": estimators[label].evaluations(vae),
-                     "mean_variance": total / numel, "mean_variance_low": low / numel,
-                     "mean_variance_high": high / numel})
-    ratios = []
-    for label, pooled in groups.items():
-        if label == REFERENCE or REFERENCE not in groups:
-            continue
-        shared = sorted(pooled.keys() & groups[REFERENCE].keys())
-        ratio = paired_ratio([pooled[g] for g in shared], [groups[REFERENCE][g] for g in shared])
-        low, high = ratio.confidence_interval(0.95)
-        ratios.append({"estimator": label, "variance_ratio": ratio.estimate, "ratio_low": low,
-                       "ratio_high": high, "groups": ratio.groups})
+                     "mean_variance": result.mean_variance, "mean_variance_low": low,
+                     "mean_variance_high": high})
+        if label != REFERENCE and REFERENCE in measured:
+            ratio, low, high, groups = result.ratio_to(measured[REFERENCE])
+            ratios.append({"estimator": label, "variance_ratio": ratio, "ratio_low": low,
+                           "ratio_high": high, "groups": groups})
     return pd.DataFrame(rows), pd.DataFrame(ratios)
 
 
@@ -241,44 +202,42 @@ def run_folder(cache: Path, protocol: Protocol, seed: int) -> Path:
 
 
 def train_one(label: str, protocol: Protocol, data: Data, seed: int, folder: Path) -> dict:
-    """Trains one estimator for its share of the budget; returns (and caches) its curves and
-    variance rows; `REFERENCE`'s parameters are saved at every checkpoint (paired variances)."""
+    """Trains one estimator for its share of the budget (`train_adam`); returns (and caches)
+    its curves and variance rows; `REFERENCE`'s parameters are saved at every checkpoint
+    (paired variances)."""
     name, hyper = ESTIMATORS[label]
     started = time.perf_counter()
     vae = build_model(protocol, data, seed)
     estimator = get_estimator(name, **hyper)
     cost = estimator.evaluations(vae)
     checkpoints = {c // cost: c for c in protocol.checkpoint_evaluations()}
-    optimiser = torch.optim.Adam(vae.parameters(), lr=protocol.learning_rate)
-    state = estimator.init(vae)
     curves, variances = [], []
-    train_seconds = 0.0
-    for step in range(max(checkpoints) + 1):
-        if step in checkpoints:
-            train_elbo, _ = evaluate_bounds(vae, data.train_subset, protocol.train_samples, seed)
-            test_elbo, test_bound = evaluate_bounds(vae, data.test_subset, protocol.test_samples,
-                                                    seed)
-            curves.append({"estimator": label, "seed": seed, "evaluations": checkpoints[step],
-                           "step": step, "train_elbo": train_elbo, "test_elbo": test_elbo,
-                           "test_bound": test_bound, "train_seconds": train_seconds})
-            pooled, _ = measure_variance(vae, {label: estimator}, {label: state},
-                                         data.variance_batch, protocol, seed)
-            variances.extend(pooled.assign(evaluations=checkpoints[step], step=step,
-                                           seed=seed).to_dict("records"))
-            if label == REFERENCE:
-                atomic_write_bytes(folder / f"{REFERENCE}-{checkpoints[step]}.pt",
-                                   _state_bytes(vae.state_dict()))
-        if step == max(checkpoints):
-            break
-        tick = time.perf_counter()
-        prepared = vae.prepare((minibatch(data, protocol, seed, step),))
-        noise = uniform_noise(1000 * seed + SEED_STREAMS["noise"], range(step, step + 1),
-                              estimator.noise_shape(vae, prepared))[0]
-        optimiser.zero_grad(set_to_none=True)
-        estimator.surrogate(vae, prepared, noise, state).backward()
-        state = estimator.update(state, vae, prepared, noise)
-        optimiser.step()
-        train_seconds += time.perf_counter() - tick
+
+    def measure(step: int, state) -> None:
+        if step not in checkpoints:
+            return
+        evaluations = checkpoints[step]
+        train_elbo, _ = evaluate_bounds(vae, data.train_subset, protocol.train_samples,
+                                        1000 * seed + SEED_STREAMS["bound"])
+        test_elbo, test_bound = evaluate_bounds(vae, data.test_subset, protocol.test_samples,
+                                                1000 * seed + SEED_STREAMS["bound"])
+        curves.append({"estimator": label, "seed": seed, "evaluations": evaluations,
+                       "step": step, "train_elbo": train_elbo, "test_elbo": test_elbo,
+                       "test_bound": test_bound})
+        pooled, _ = measure_variance(vae, {label: estimator}, {label: state},
+                                     data.variance_batch, protocol, seed)
+        variances.extend(pooled.assign(evaluations=evaluations, step=step,
+                                       seed=seed).to_dict("records"))
+        if label == REFERENCE:
+            atomic_write_bytes(folder / f"{REFERENCE}-{evaluations}.pt",
+                               _state_bytes(vae.state_dict()))
+
+    _, train_seconds = train_adam(vae, estimator, data.train, steps=max(checkpoints),
+                                  batch_size=protocol.batch_size,
+                                  learning_rate=protocol.learning_rate,
+                                  data_seed=1000 * seed + SEED_STREAMS["data"],
+                                  noise_seed=1000 * seed + SEED_STREAMS["noise"],
+                                  callback=measure)
     result = {"label": label, "seed": seed, "protocol": dataclasses.asdict(protocol),
               "estimator": name, "hyper": hyper, "evaluations_per_step": cost,
               "steps": max(checkpoints), "seconds": time.perf_counter() - started,
@@ -608,7 +567,8 @@ def main(argv: list[str] | None = None) -> int:
         print("not every estimator is trained yet: no report written")
         return 0
     results = [r for r in results if r["seed"] in complete]
-    curves = pd.DataFrame([row for r in results for row in r["curves"]])
+    curves = pd.DataFrame([row for r in results for row in r["curves"]]).drop(
+        columns="train_seconds", errors="ignore")  # older caches kept it per checkpoint
     variances = pd.DataFrame([row for r in results for row in r["variances"]])
     paired = pd.DataFrame([row for p in paired_results for row in p["summary"]])
     ratios = pd.DataFrame([row for p in paired_results for row in p["ratios"]])
