@@ -22,7 +22,12 @@ from estimator_lab.exact.categorical import (
     categorical_exact_moments,
     enumeration_atoms,
 )
-from estimator_lab.graphs.categorical import CategoricalToy, conditional_gumbel
+from estimator_lab.graphs.categorical import (
+    CategoricalToy,
+    categorical_gates,
+    conditional_gumbel,
+    softmax_jacobian_product,
+)
 from estimator_lab.montecarlo.engine import gradient_draws
 from estimator_lab.montecarlo.noise import uniform_noise
 from estimator_lab.testing.categorical_contract import categorical_probe
@@ -232,3 +237,19 @@ def test_gumbel_rao_holds_the_conditional_gumbels_fixed():
     assert bool(((fixed - coarse).reshape(-1).abs() < se / 10).all())
     assert float(((fixed.reshape(-1) - st_mean) / se).abs().max()) < 5
     assert float(((through.reshape(-1) - st_mean) / se).abs().max()) > 20
+
+
+def test_gst_draw_is_the_softmax_jacobian_at_the_gapped_point_times_dl_dd():
+    # g_theta = J(s) dL/dD / tau, s = softmax(gapped_logits / tau): cat-toy's dL/dD_ij is
+    # 2 (z_i/(K-1) - t) c_j / N at the sampled gates. Deterministic (rounding only).
+    toy = CategoricalToy.seeded(3, 4, 0.45, seed=1)
+    estimator = get_categorical_estimator("gst", temperature=0.7, gap=1.0)
+    noise = uniform_noise(0, range(20), (1, 3, 4), dtype=torch.float64)
+    draws = gradient_draws(toy, estimator, toy.example_batch(), noise)["theta"]
+    logits = toy.theta.detach()
+    gates = categorical_gates(logits, noise[:, 0])  # 20 x 3 x 4
+    values = toy.class_values()
+    d_loss = 2 * ((gates * values).sum(-1, keepdim=True) - 0.45) * values / 3
+    soft = torch.softmax(gapped_logits(logits, gates, 1.0) / 0.7, -1)
+    expected = softmax_jacobian_product(soft, d_loss) / 0.7
+    assert torch.allclose(draws, expected, rtol=0, atol=1e-14)

@@ -29,6 +29,34 @@ def relaxed_gates(logits: torch.Tensor, noise: torch.Tensor, temperature: float)
     return torch.softmax((logits + gumbel_noise(noise)) / temperature, -1)
 
 
+def fixed_conditional_scores(
+    logits: torch.Tensor, gates: torch.Tensor, noise: torch.Tensor
+) -> torch.Tensor:
+    """Perturbed logits drawn given the sample and held fixed: `x = theta + stopgrad(x~ - theta)`.
+
+    `x~ = conditional_gumbel(theta, D, v)` has the law of `theta + g` given `argmax = z`; the
+    result has its value and the Jacobian `dx/dtheta = I`, the Jacobian of `theta + g` at a
+    fixed `g`: the straight-through Gumbel backward evaluated at a draw of `g` given `D`.
+
+    Args:
+        logits: `... x K` logits `theta`.
+        gates: the one-hot `D`, broadcastable to `logits`.
+        noise: `M x ... x K` uniforms `v` (`M` conditional samples in front).
+
+    Returns:
+        `M x ... x K` perturbed logits.
+    """
+    perturbed = conditional_gumbel(logits.detach(), gates, noise)
+    return logits + (perturbed - logits.detach())
+
+
+def gumbel_rao_relaxation(scores: torch.Tensor, temperature: float) -> torch.Tensor:
+    """`ybar = (1/M) sum_m softmax(x_m / tau)` over the `M` leading conditional samples of
+    `scores` (`M x ... x K` -> `... x K`): the Rao-Blackwellised relaxed sample of Gumbel-Rao.
+    """
+    return torch.softmax(scores / temperature, -1).mean(0)
+
+
 class _Relaxed(TemperatureEstimator, CategoricalEstimator):
     """Shared flags of the Gumbel-softmax estimators."""
 
@@ -129,9 +157,8 @@ class GumbelRao(_Relaxed):
     def conditional_scores(
         self, logits: torch.Tensor, gates: torch.Tensor, noise: torch.Tensor
     ) -> torch.Tensor:
-        """`M x ... x K` perturbed logits given the sample, differentiable as `theta + const`."""
-        perturbed = conditional_gumbel(logits.detach(), gates, noise)
-        return logits + (perturbed - logits.detach())
+        """`M x ... x K` perturbed logits given the sample (`fixed_conditional_scores`)."""
+        return fixed_conditional_scores(logits, gates, noise)
 
     def surrogate(
         self, graph: StochasticGraph, prepared: PreparedBatch, noise: torch.Tensor, state: Any
@@ -139,8 +166,8 @@ class GumbelRao(_Relaxed):
         require_categorical(graph, self)
         logits = prepared.logits
         gates = categorical_gates(logits, noise[0])
-        scores = self.conditional_scores(logits, gates, noise[1:])
-        soft = torch.softmax(scores / self.temperature, -1).mean(0)
+        soft = gumbel_rao_relaxation(self.conditional_scores(logits, gates, noise[1:]),
+                                     self.temperature)
         return graph.loss(prepared, gates + (soft - soft.detach())).mean()
 
     def __repr__(self) -> str:

@@ -81,7 +81,10 @@ class GappedStraightThrough(CategoricalEstimator):
     Like straight-through Gumbel, but the Gumbel perturbation is replaced by a deterministic
     one given `D` (`gapped_logits`: the sampled class's log-probability raised to the
     maximum, every other one pushed at least `gap` below it), so the draw depends on the noise
-    through `D` only and has no resampling variance. Biased.
+    through `D` only and has no resampling variance. With `l = log_softmax(theta)`,
+    `m = max_j l_j`, `x = l + stopgrad((m - l) D - relu(l - m + kappa) (1 - D))` and
+    `s = softmax(x / tau)`, the logits get `g_theta = J(s) dL/dD (D) / tau`
+    (`J(pi) = diag(pi) - pi pi^T`; the shift of `log_softmax` does not change `s`). Biased.
 
     Args:
         temperature: `tau > 0` (default 1).
