@@ -19,8 +19,9 @@ Cases, each in a fresh process (its peak resident memory is `ru_maxrss` from `os
   forward pass, each draw folded into the float64 accumulator on its own), each alone and
   `+ref` (paired with `local-expectation`: both estimators' draws, per draw of `E`). The
   naive and generic loops time fewer draws than the fast path (`draws` column); their rates
-  are per draw. Each mode gets one warm-up chunk first. The fast and generic paths are
-  checked to agree on the generic path's draws.
+  are per draw. Each mode gets one warm-up chunk first, and the modes take turns for
+  `repeats` rounds: the rates are the best round's (`median_seconds` beside them). The fast
+  and generic paths are checked to agree on the generic path's draws.
 - `memory`: the fast path of the first estimator at 10^3 and 10^4 draws, to show that memory
   does not grow with the draws (the `cli` rows give the command's peak, reference included).
 - `threads`: the first estimator's command at fewer draws, with torch's default threads and
@@ -57,9 +58,9 @@ from pathlib import Path
 SEED = 0
 REFERENCE = "local-expectation"
 CHUNK_SIZE, GROUP_SIZE = 32, 50  # the variance command's defaults
-FULL = {"estimators": ["reinforce", "st", "disarm", "rloo"], "fast": 512, "generic": 64,
-        "naive": 16, "memory": [1_000, 10_000], "profile": 256, "threads": 500}
-QUICK = {"estimators": ["reinforce"], "fast": 64, "generic": 16, "naive": 4,
+FULL = {"estimators": ["reinforce", "st", "disarm", "rloo"], "fast": 256, "generic": 64,
+        "naive": 16, "repeats": 3, "memory": [1_000, 10_000], "profile": 256, "threads": 500}
+QUICK = {"estimators": ["reinforce"], "fast": 64, "generic": 16, "naive": 4, "repeats": 1,
          "memory": [100, 400], "profile": 32, "threads": 100}
 QUICK_CONFIG = {"num_inputs": 20, "num_gater_hidden": 6, "num_gates": 12, "num_classes": 4}
 QUICK_GRAPH = "tiny-conditional:gates=8"  # the quick `cli` case: no MNIST, exact reference
@@ -141,16 +142,24 @@ def relative_gap(a: dict, b: dict, field: str) -> float:
 
 
 def child_engine(name: str, quick: bool, modes: list[str]) -> list[dict]:
-    """Every mode alone and `+ref` for one estimator, and the fast/generic agreement."""
+    """Every mode alone and `+ref` for one estimator, `repeats` rounds taking turns (so that a
+    change of load touches every mode alike), and the fast/generic agreement."""
     graph, batch = problem(quick)
     plan = QUICK if quick else FULL
-    rows, moments = [], {}
-    for mode in modes:
-        for paired in (False, True):
-            result = timed_run(graph, batch, name, paired, plan[MODES[mode][1]], mode)
-            moments[mode, paired] = result.pop("moments")
-            rows.append({"case": "engine", "mode": mode + ("+ref" if paired else ""),
-                         "estimator": name, **result})
+    timings, moments = {}, {}
+    for _ in range(plan["repeats"]):
+        for mode in modes:
+            for paired in (False, True):
+                result = timed_run(graph, batch, name, paired, plan[MODES[mode][1]], mode)
+                moments[mode, paired] = result.pop("moments")
+                timings.setdefault((mode, paired), []).append(result)
+    rows = []
+    for (mode, paired), runs in timings.items():
+        seconds = sorted(r["seconds"] for r in runs)
+        rows.append({"case": "engine", "mode": mode + ("+ref" if paired else ""),
+                     "estimator": name, **min(runs, key=lambda r: r["seconds"]),
+                     "repeats": len(runs), "median_seconds": seconds[len(seconds) // 2],
+                     "load_before": runs[0]["load_before"], "load_after": runs[-1]["load_after"]})
     if "fast" in modes and "generic" in modes:  # the same first draws on both paths
         for paired in (False, True):
             fast = timed_run(graph, batch, name, paired, plan["generic"], "fast")["moments"]
@@ -487,8 +496,9 @@ def render(results, profile, manifest: dict) -> str:
     stages = profile[profile["kind"].isin(["total", "stage", "copies", "python"])][
         ["name", "seconds", "share", "calls"]]
     ops = profile[profile["kind"] == "torch op"][["name", "seconds", "share", "calls"]]
-    every = results[["case", "mode", "estimator", "draws", "seconds", "draws_per_second",
-                     "peak_rss_mib", "path", "load_before", "load_after"]]
+    every = results.reindex(columns=[
+        "case", "mode", "estimator", "draws", "seconds", "median_seconds", "repeats",
+        "draws_per_second", "peak_rss_mib", "path", "load_before", "load_after"])
     m = manifest["machine"]
     loads = (f"{manifest['load_average_at_start'][0]:.2f} at the start and "
              f"{manifest['load_average_at_end'][0]:.2f} at the end (1-minute load average; "
@@ -530,7 +540,9 @@ data, warm-up of the estimators, the draws of `E`, {reference}, the report).
 Modes as the command runs them (chunks of {CHUNK_SIZE}, groups of {GROUP_SIZE}): `fast`
 ({plan['fast']} draws), `generic` (vmap, {plan['generic']} draws), `naive` ({plan['naive']}
 draws); `+ref`: paired with `{REFERENCE}` (both draws per draw of the estimator). The command
-has no option to leave the reference out, so the `+ref` columns are its engine work.
+has no option to leave the reference out, so the `+ref` columns are its engine work. Best of
+{plan.get('repeats', 1)} rounds taking turns (an estimator measured by an earlier run may have
+fewer: `repeats` in `results.csv`).
 
 {markdown_table(speed.reset_index())}
 
