@@ -160,7 +160,7 @@ def test_every_option_states_its_default(command, capsys):
     (7500, "2 h 05 min"),
 ])
 def test_format_duration(seconds, words):
-    from estimator_lab.cli import format_duration
+    from estimator_lab.arguments import format_duration
 
     assert format_duration(seconds) == words
 

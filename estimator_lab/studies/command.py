@@ -11,7 +11,7 @@ import argparse
 import importlib
 import time
 
-from estimator_lab.cli import add_seed_argument, format_duration
+from estimator_lab.arguments import add_seed_argument, format_duration
 
 STUDIES = {
     "bias_small_graphs": ("estimator_lab.studies.bias_small_graphs:run",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from estimator_lab.cli import format_duration
+from estimator_lab.arguments import format_duration
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

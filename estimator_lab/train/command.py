@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from estimator_lab.cli import add_seed_argument, bounded_int, format_duration
+from estimator_lab.arguments import add_seed_argument, bounded_int, format_duration
 
 CONFIGS = ("noisy-rectifier", "straight-through", "sts", "sbn", "baseline-rectifier",
            "baseline-sigmoid-noise", "baseline-sigmoid")

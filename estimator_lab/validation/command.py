@@ -12,7 +12,7 @@ import shlex
 import sys
 import time
 
-from estimator_lab.cli import add_seed_argument, format_duration
+from estimator_lab.arguments import add_seed_argument, format_duration
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
