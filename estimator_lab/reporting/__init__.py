@@ -1,6 +1,12 @@
 """Report writing: atomic files, manifests, Markdown, LaTeX and HTML tables, report builder."""
 
-from estimator_lab.reporting.builder import Report, ReportFigure, ReportTable, figure_bytes
+from estimator_lab.reporting.builder import (
+    Report,
+    ReportFigure,
+    ReportTable,
+    figure_bytes,
+    write_report_folder,
+)
 from estimator_lab.reporting.files import atomic_write_bytes, atomic_write_text, staged_directory
 from estimator_lab.reporting.html import html_page, html_table, inline_html, markdown_to_html
 from estimator_lab.reporting.latex import latex_escape, latex_inline, latex_table
@@ -26,4 +32,5 @@ __all__ = [
     "markdown_to_html",
     "run_manifest",
     "staged_directory",
+    "write_report_folder",
 ]

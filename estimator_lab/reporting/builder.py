@@ -29,7 +29,7 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
-from estimator_lab.reporting.files import atomic_write_bytes, atomic_write_text
+from estimator_lab.reporting.files import atomic_write_bytes, atomic_write_text, staged_directory
 from estimator_lab.reporting.html import html_page, html_table, inline_html, markdown_to_html
 from estimator_lab.reporting.latex import latex_table
 from estimator_lab.reporting.markdown import markdown_table
@@ -271,3 +271,25 @@ class Report:
         atomic_write_text(folder / "report.html", self.html(pngs))
         atomic_write_text(folder / "manifest.json", json.dumps(self.manifest, indent=2) + "\n")
         return atomic_write_text(folder / "report.md", self.markdown())
+
+
+def write_report_folder(out: str | Path, tables: Mapping[str, pd.DataFrame],
+                        report: Report) -> Path:
+    """Writes each table as `NAME.csv` (no index) and `report`'s files into a staging folder
+    that replaces `out` whole (`staged_directory`); returns the path of `out`'s `report.md`.
+
+    Example:
+        >>> import tempfile
+        >>> out = Path(tempfile.mkdtemp()) / "study"
+        >>> report = Report("A study", {"seed": 0})
+        >>> write_report_folder(out, {"results": pd.DataFrame({"x": [1]})}, report).name
+        'report.md'
+        >>> sorted(p.name for p in out.iterdir())[:3]
+        ['manifest.json', 'report.html', 'report.md']
+    """
+    with staged_directory(out) as stage:
+        for name, table in tables.items():
+            table.to_csv(stage / f"{name}.csv", index=False)
+        report.write(stage)
+    return Path(out) / "report.md"
+

@@ -361,7 +361,8 @@ def run_mnist_variance(config: MnistVarianceConfig, out: str | Path, *,
         the path of `report.md`.
     """
     from estimator_lab.estimators import available
-    from estimator_lab.reporting import run_manifest, staged_directory
+    from estimator_lab.reporting import run_manifest
+    from estimator_lab.reporting.builder import write_report_folder
     from estimator_lab.stats.summary import variance_ratio_frame
     from estimator_lab.studies.checkpoints import training_checkpoints
 
@@ -399,15 +400,10 @@ def run_mnist_variance(config: MnistVarianceConfig, out: str | Path, *,
         checkpoint_folder=str(checkpoints.folder), trained_now=checkpoints.trained,
         seconds=seconds, reference=f"mean of {REFERENCE} draws (independent noise stream)",
     )
-    with staged_directory(out) as stage:
-        summary.to_csv(stage / "summary.csv", index=False)
-        ratios.to_csv(stage / "ratios.csv", index=False)
-        sparsity.to_csv(stage / "sparsity.csv", index=False)
-        temperature.to_csv(stage / "temperature.csv", index=False)
-        training.to_csv(stage / "training.csv", index=False)
-        mnist_variance_report(config, summary, ratios, sparsity, temperature, training,
-                              manifest).write(stage)
-    return Path(out) / "report.md"
+    tables = {"summary": summary, "ratios": ratios, "sparsity": sparsity,
+              "temperature": temperature, "training": training}
+    return write_report_folder(out, tables, mnist_variance_report(config, *tables.values(),
+                                                                  manifest))
 
 
 def _problem(config: MnistVarianceConfig, file: Path):

@@ -422,7 +422,8 @@ def run_optimal_baseline(config: OptimalBaselineConfig, out: str | Path, *,
     Returns:
         the path of `report.md`.
     """
-    from estimator_lab.reporting import run_manifest, staged_directory
+    from estimator_lab.reporting import run_manifest
+    from estimator_lab.reporting.builder import write_report_folder
     from estimator_lab.studies.checkpoints import training_checkpoints
 
     started = time.perf_counter()
@@ -446,15 +447,10 @@ def run_optimal_baseline(config: OptimalBaselineConfig, out: str | Path, *,
         checkpoint_folder=str(checkpoints.folder), trained_now=checkpoints.trained,
         seconds=seconds,
     )
-    with staged_directory(out) as stage:
-        exact.to_csv(stage / "exact.csv", index=False)
-        ratios.to_csv(stage / "ratios.csv", index=False)
-        gaps.to_csv(stage / "gaps.csv", index=False)
-        summary.to_csv(stage / "summary.csv", index=False)
-        training.to_csv(stage / "training.csv", index=False)
-        optimal_baseline_report(config, exact, ratios, gaps, summary, training,
-                                manifest).write(stage)
-    return Path(out) / "report.md"
+    tables = {"exact": exact, "ratios": ratios, "gaps": gaps, "summary": summary,
+              "training": training}
+    return write_report_folder(out, tables, optimal_baseline_report(config, *tables.values(),
+                                                                    manifest))
 
 
 def run(out: str | Path, *, quick: bool, seed: int, progress: bool) -> Path:

@@ -26,7 +26,8 @@ import torch  # noqa: E402
 from estimator_lab.data import mnist  # noqa: E402
 from estimator_lab.device import describe_device, resolve_device  # noqa: E402
 from estimator_lab.graphs import ConditionalNetwork  # noqa: E402
-from estimator_lab.reporting import Report, run_manifest, staged_directory  # noqa: E402
+from estimator_lab.reporting import Report, run_manifest  # noqa: E402
+from estimator_lab.reporting.builder import write_report_folder  # noqa: E402
 from estimator_lab.serialization import safe_load  # noqa: E402
 from estimator_lab.train.gate_usage import gate_usage  # noqa: E402
 from estimator_lab.train.gaters import PAPER_GATERS  # noqa: E402
@@ -111,13 +112,9 @@ def paper_table_report(config: PaperTableConfig, out: str | Path) -> Path:
         wall_time_s=time.perf_counter() - started, study="paper_table", config=asdict(config),
         training_seconds=round(float(curves["epoch_seconds"].sum()), 1),
     )
-    with staged_directory(out) as stage:
-        table.to_csv(stage / "table.csv", index=False)
-        curves.to_csv(stage / "curves.csv", index=False)
-        sparse.to_csv(stage / "sparse.csv", index=False)
-        usage.to_csv(stage / "gate_usage.csv", index=False)
-        report_from_tables(config, table, curves, sparse, usage, manifest).write(stage)
-    return Path(out) / "report.md"
+    tables = {"table": table, "curves": curves, "sparse": sparse, "gate_usage": usage}
+    return write_report_folder(out, tables, report_from_tables(config, *tables.values(),
+                                                               manifest))
 
 
 def _table(config: PaperTableConfig, runs: dict) -> pd.DataFrame:

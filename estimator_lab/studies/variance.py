@@ -25,7 +25,7 @@ import torch
 
 from estimator_lab.device import describe_device, resolve_device
 from estimator_lab.estimators.prepare import prepare_estimator
-from estimator_lab.exact import exact_gradient
+from estimator_lab.exact.categorical import exact_gradient_for
 from estimator_lab.graphs import ConditionalNetwork
 from estimator_lab.graphs.specs import build_problem
 from estimator_lab.montecarlo import GATE_LOGITS, run_draws
@@ -34,7 +34,7 @@ from estimator_lab.montecarlo.checkpoint import tensor_digest
 from estimator_lab.montecarlo.distributed import run_draws_distributed
 from estimator_lab.plotting import group_variance_plot
 from estimator_lab.reporting import run_manifest, staged_directory
-from estimator_lab.reporting.builder import Report
+from estimator_lab.reporting.builder import Report, write_report_folder
 from estimator_lab.serialization import safe_load_dict
 from estimator_lab.stats import SUMMARY_COLUMNS, rounding_scale, summary_frame, zero_mean_test
 from estimator_lab.stats.summary import variance_ratio_frame
@@ -214,7 +214,7 @@ def _problem(config: VarianceConfig, device: torch.device):
         problem = build_problem(config.graph, seed=config.seed)
         graph = problem.graph.to(device)
         batch = tuple(t.to(device) for t in problem.batch)
-        _, reference = exact_gradient(graph, batch)
+        _, reference = exact_gradient_for(graph, batch)
         return graph, batch, reference
     graph, batch = paper_problem(config, device)
     return graph, batch, None
@@ -244,12 +244,8 @@ def _write_report(config: VarianceConfig, out, graph, batch, estimators, runs, r
         skipped_draws={n: len(a.skipped) for n, a in runs.items()},
         engine_path={n: runs[n].path for n in names}, **extra,
     )
-    with staged_directory(out) as stage:
-        summary.to_csv(stage / "summary.csv", index=False)
-        gates.to_csv(stage / "gates.csv", index=False)
-        ratios.to_csv(stage / "ratios.csv", index=False)
-        variance_report(config, summary, gates, ratios, manifest).write(stage)
-    return Path(out) / "report.md"
+    return write_report_folder(out, {"summary": summary, "gates": gates, "ratios": ratios},
+                               variance_report(config, summary, gates, ratios, manifest))
 
 
 def _shapes(graph, batch) -> dict[str, tuple[int, ...]]:
