@@ -1,5 +1,5 @@
 """Small graphs by name: `toy:n=6,t=0.45`, `sbn:4-4-4`, `tiny-conditional:gates=12`,
-`cat-toy:n=3,k=4,t=0.45`.
+`cat-toy:n=3,k=4,t=0.45`, `binary-vae:latents=3,inputs=8`.
 
 A spec is `KIND[:ARGS]`, ARGS a comma-separated list of `key=value` (and, for `sbn`, the layer
 sizes joined by `-`). `build_problem(spec, seed=...)` returns the graph with its batch, ready
@@ -19,7 +19,7 @@ from estimator_lab.graphs.conditional import ConditionalConfig, ConditionalNetwo
 from estimator_lab.graphs.sbn import SigmoidBeliefNet
 from estimator_lab.graphs.toy import ToyGraph
 
-KINDS = ("toy", "sbn", "tiny-conditional", "cat-toy")
+KINDS = ("toy", "sbn", "tiny-conditional", "cat-toy", "binary-vae")
 MAX_TINY_CONDITIONAL_GATES = 16
 
 
@@ -98,7 +98,9 @@ def build_problem(
         `toy:n=4,t=0.45` (seeded logits) or `toy:logits=0.5/-1/2,t=0.45` (given logits);
         `sbn:4-4-4,inputs=8,batch=2,scale=2` (a sigmoid belief net on seeded binary
         observations); `tiny-conditional:gates=12,hidden=8,batch=4` (the paper network with at
-        most 16 gates, on seeded MNIST validation images).
+        most 16 gates, on seeded MNIST validation images);
+        `binary-vae:latents=3,inputs=8,hidden=4,batch=2` (a Bernoulli VAE, loss -ELBO, on
+        seeded binary observations; `hidden=0`, the default, is the linear model).
 
     Raises:
         GraphSpecError: for an unknown kind, a malformed spec, unknown keys, a count below 1
@@ -164,6 +166,19 @@ def _build(spec: str, seed: int, data_path: str | None, max_configurations: int)
         images, labels = mnist("valid", path=data_path).tensors()
         index = torch.randperm(images.shape[0], generator=generator)[:batch_size]
         batch = (images[index], labels[index])
+    elif kind == "binary-vae":
+        from estimator_lab.graphs.binary_vae import BinaryVAE, BinaryVAEConfig
+
+        latents = _number(spec, options, "latents", 3, minimum=1)
+        _check_gates(spec, latents, max_configurations)
+        inputs = _number(spec, options, "inputs", 8, minimum=1)
+        hidden = _number(spec, options, "hidden", 0, minimum=0)
+        config = BinaryVAEConfig(num_inputs=inputs, num_latents=latents,
+                                 hidden=(hidden,) if hidden else ())
+        mean = torch.rand(inputs, generator=generator) * 0.8 + 0.1
+        graph = BinaryVAE(config, mean, generator)
+        size = (_number(spec, options, "batch", 2, minimum=1), inputs)
+        batch = ((torch.rand(size, generator=generator) < mean).to(torch.float32),)
     elif kind == "cat-toy":
         from estimator_lab.graphs.categorical import parse_cat_toy
 

@@ -22,6 +22,14 @@ def test_sbn_spec_layers_inputs_and_batch():
     assert x.shape == (3, 6) and set(x.unique().tolist()) <= {0.0, 1.0}
 
 
+def test_binary_vae_spec_linear_and_nonlinear_on_binary_observations():
+    linear = build_problem("binary-vae:latents=3,inputs=8,batch=2", seed=1)
+    assert linear.graph.num_gates == 3 and linear.graph.config.hidden == ()
+    (x,) = linear.batch
+    assert x.shape == (2, 8) and set(x.unique().tolist()) <= {0.0, 1.0}
+    assert build_problem("binary-vae:latents=2,hidden=4").graph.config.hidden == (4,)
+
+
 @pytest.mark.network
 def test_tiny_conditional_uses_real_mnist(mnist_env):
     problem = build_problem("tiny-conditional:gates=12,batch=4")
@@ -56,6 +64,10 @@ def test_tiny_conditional_uses_real_mnist(mnist_env):
         ("sbn:4-a", "layer sizes"),
         ("sbn", "give layer sizes like sbn:4-4"),
         ("tiny-conditional:gates=17", "tiny-conditional takes 1 to 16 gates, got 17"),
+        ("binary-vae:latents=0", "latents must be >= 1, got 0"),
+        ("binary-vae:latents=30", "2^30 = 1,073,741,824 configurations exceed"),
+        ("binary-vae:hidden=-1", "hidden must be >= 0, got -1"),
+        ("binary-vae:inputs=x", "inputs must be int"),
     ],
 )
 def test_bad_specs_raise_one_clear_line(spec, message):
