@@ -10,6 +10,9 @@ Checks, in order (each a `Verdict`):
    DisARM and ST on the same graphs, exact where the estimator's noise allows.
 4. `full network`: variance and paired bias against `local-expectation` on the paper network.
 5. `training`: a short training run of the paper network against ST and REINFORCE.
+6. `binary vae` (budget `thorough` only): the linear binary VAE on MNIST trained with the
+   target, DisARM and RLOO at equal loss evaluations, and the paired encoder-gradient variance
+   ratio to DisARM at initialisation (`binary_vae_check`).
 
 A correct estimator fails a statistical check with probability at most `budget.alpha` per check
 (`contract`, `unbiasedness`, `full network`; at most `3 alpha` in all), as each check controls
@@ -29,6 +32,7 @@ import torch
 from estimator_lab.device import describe_device, resolve_device
 from estimator_lab.reporting import atomic_write_text, run_manifest, staged_directory
 from estimator_lab.testing.contract import check_estimator
+from estimator_lab.validation.binary_vae_check import binary_vae_check
 from estimator_lab.validation.budget import Budget
 from estimator_lab.validation.network import network_check
 from estimator_lab.validation.small_graphs import (
@@ -53,6 +57,7 @@ class ValidationResult:
         graphs: the small-graph measurements.
         network: the full-network summary rows (None when skipped).
         curves: the training curves (None when skipped).
+        binary_vae: the binary-VAE rows per estimator (None when skipped).
         contract: the contract's rows (check, passed, message).
         wall_time_s: seconds the battery took.
     """
@@ -64,6 +69,7 @@ class ValidationResult:
     curves: pd.DataFrame | None
     contract: pd.DataFrame
     wall_time_s: float
+    binary_vae: pd.DataFrame | None = None
 
     @property
     def passed(self) -> bool:
@@ -138,9 +144,11 @@ def validate(
                                         progress=progress, **options)
     training_verdict, curves = _guarded("training", training_check, target, budget,
                                         progress=progress, **options)
-    verdicts += [network_verdict, training_verdict]
+    vae_verdict, vae = _guarded("binary vae", binary_vae_check, target, budget,
+                                progress=progress, **options)
+    verdicts += [network_verdict, training_verdict, vae_verdict]
     return ValidationResult(target, tuple(verdicts), graphs, network, curves, contract_rows,
-                            time.perf_counter() - started)
+                            time.perf_counter() - started, vae)
 
 
 def _crashed(check: str, error: Exception) -> Verdict:

@@ -22,6 +22,8 @@ class Budget:
         network_draws: draws per estimator on the full paper network (0 skips the check),
             in `NETWORK_GROUPS` batch-means groups.
         training_steps: SGD steps of the short training run (0 skips the check).
+        binary_vae_evaluations: loss evaluations per example per estimator of the binary-VAE
+            check (`binary_vae_check`; 0 skips it).
         warmup_steps: `update` calls on separate noise before an adaptive state is frozen.
         alpha: family-wise false-failure rate of each statistical check.
     """
@@ -33,6 +35,7 @@ class Budget:
     group_size: int
     network_draws: int
     training_steps: int
+    binary_vae_evaluations: int = 0
     warmup_steps: int = 200
     alpha: float = 1e-3
 
@@ -46,6 +49,9 @@ class Budget:
         if 0 < self.network_draws < NETWORK_GROUPS * 2:
             raise ValueError(f"budget {self.name!r}: network_draws ({self.network_draws}) must "
                              f"be 0 or at least {NETWORK_GROUPS * 2}")
+        if self.binary_vae_evaluations < 0:
+            raise ValueError(f"budget {self.name!r}: binary_vae_evaluations must be >= 0, got "
+                             f"{self.binary_vae_evaluations}")
         if not self.graphs:
             raise ValueError(f"budget {self.name!r}: name at least one small graph")
         if not 0 < self.alpha < 1:
@@ -72,6 +78,6 @@ BUDGETS = {
     "thorough": Budget("thorough", contract_draws=10_000, draws=100_000, group_size=1000,
                        graphs=(*SINGLE_LAYER_GRAPHS, MULTILAYER_GRAPH, "toy:n=6,t=0.45",
                                "tiny-conditional:gates=10", "sbn:4-4-4"),
-                       network_draws=4000, training_steps=2000),
+                       network_draws=4000, training_steps=2000, binary_vae_evaluations=2000),
 }
 """The presets; `quick` finishes on a 2-core CPU in a few minutes."""

@@ -67,6 +67,14 @@ def test_worked_example_passes_end_to_end():
         result["unbiasedness"].line
     assert result["variance"].status == "info"
     assert result["full network"].status == result["training"].status == "skip"
+    assert result["binary vae"].status == "skip" and result.binary_vae is None
+
+
+def test_the_binary_vae_check_runs_in_the_thorough_budget_only():
+    assert BUDGETS["thorough"].binary_vae_evaluations > 0
+    assert [BUDGETS[name].binary_vae_evaluations for name in ("quick", "standard")] == [0, 0]
+    with pytest.raises(ValueError, match="binary_vae_evaluations must be >= 0, got -1"):
+        TINY.replace(binary_vae_evaluations=-1)
 
 
 @pytest.mark.statistical
