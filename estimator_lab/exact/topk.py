@@ -21,15 +21,29 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from estimator_lab.exact.enumeration import DEFAULT_MAX_CONFIGURATIONS
+from estimator_lab.exact.enumeration import DEFAULT_MAX_CONFIGURATIONS, EnumerationTooLarge
 from estimator_lab.exact.moments import ExactMoments, NotComputable
 from estimator_lab.graphs.categorical import gate_distribution
-from estimator_lab.graphs.topk import TopKGraph, check_topk_enumerable, topk_gates, topk_subsets
+from estimator_lab.graphs.topk import TopKGraph, too_many_topk, topk_gates, topk_subsets
 from estimator_lab.montecarlo.accumulators import Moments, merge_moments
 from estimator_lab.montecarlo.engine import GATE_LOGITS, gradient_draws, tracked_parameters
 
 if TYPE_CHECKING:  # estimators import this module: only a type here
     from estimator_lab.estimators.base import GradientEstimator
+
+
+def check_topk_enumerable(num_gates: int, num_classes: int, num_chosen: int,
+                          max_configurations: int = DEFAULT_MAX_CONFIGURATIONS) -> int:
+    """The number of configurations `C(K, k)^N`, or an `EnumerationTooLarge` error saying so.
+
+    Example:
+        >>> check_topk_enumerable(2, 4, 2)
+        36
+    """
+    refusal = too_many_topk(num_gates, num_classes, num_chosen, max_configurations)
+    if refusal is not None:
+        raise EnumerationTooLarge(refusal)
+    return math.comb(num_classes, num_chosen) ** num_gates
 
 
 def iter_topk_chunks(

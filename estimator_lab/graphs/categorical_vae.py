@@ -144,15 +144,15 @@ def parse_categorical_vae_spec(
 
     Raises:
         ValueError: in one line, for a non-integer or a size below 1, `classes < 2`, an unknown
-            `data`, or (`EnumerationTooLarge`) `K^L` above the guard (checked before building).
+            `data`, or `K^L` above the guard (checked before building).
 
     Example:
         >>> vae, (x,) = parse_categorical_vae_spec({"data": "synthetic", "batch": "2"})
         >>> vae.num_configurations, tuple(x.shape)
         (4096, (2, 784))
     """
-    from estimator_lab.exact.categorical import check_categorical_enumerable
     from estimator_lab.graphs.moe import example_images
+    from estimator_lab.graphs.topk import configuration_count
 
     options = options if isinstance(options, dict) else dict(options)
     latents = _option(options, "latents", 4)
@@ -162,8 +162,12 @@ def parse_categorical_vae_spec(
     source = options.pop("data", "mnist")
     if classes < 2:
         raise ValueError(f"cat-vae needs classes >= 2, got classes={classes}")
-    check_categorical_enumerable(latents, classes, min(max_configurations,
-                                                       MAX_VAE_CONFIGURATIONS))
+    limit = min(max_configurations, MAX_VAE_CONFIGURATIONS)
+    count = configuration_count(classes, latents)
+    if count is None or count > limit:
+        shown = "" if count is None else f" = {count:,}"
+        raise ValueError(f"cat-vae: {latents:,} latents of {classes:,} classes make {classes}^"
+                         f"{latents}{shown} configurations, more than the limit of {limit:,}")
     generator = torch.Generator().manual_seed(seed)
     vae = CategoricalVAE(CategoricalVAEConfig(784, latents, classes, hidden), generator)
     images, _ = example_images(source, batch_size, generator, data_path)

@@ -22,9 +22,8 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from estimator_lab.exact.enumeration import DEFAULT_MAX_CONFIGURATIONS
 from estimator_lab.graphs.base import PreparedBatch
-from estimator_lab.graphs.topk import TopKGraph, check_topk_enumerable, check_topk_sizes
+from estimator_lab.graphs.topk import TopKGraph, check_topk_sizes, too_many_topk
 
 
 @dataclass(frozen=True)
@@ -149,8 +148,8 @@ def _option(options: dict[str, str], key: str, default: int) -> int:
 def parse_moe_spec(
     options: Mapping[str, str],
     *,
+    max_configurations: int,
     seed: int = 0,
-    max_configurations: int = DEFAULT_MAX_CONFIGURATIONS,
     data_path: str | None = None,
 ) -> tuple[MoERouter, tuple[torch.Tensor, torch.Tensor]]:
     """Builds `moe:experts=E,k=K,hidden=H,block=U,batch=B,size=tiny|full,data=mnist|synthetic`.
@@ -161,8 +160,9 @@ def parse_moe_spec(
     Args:
         options: the spec's options; the keys read are removed from a mutable mapping, so the
             caller can report the ones left as unknown.
+        max_configurations: the enumeration guard on `C(E, k)` per example (checked before
+            building).
         seed: seeds the weights and the choice of examples.
-        max_configurations: the enumeration guard on `C(E, k)` per example.
         data_path: an explicit MNIST source (see `estimator_lab.data.mnist`).
 
     Returns:
@@ -170,11 +170,12 @@ def parse_moe_spec(
 
     Raises:
         ValueError: in one line, for a non-integer or a size below 1, `k` outside `1 <= k < E`
-            or above `MAX_CHOSEN`, an unknown `size` or `data`, or (`EnumerationTooLarge`)
+            or above `MAX_CHOSEN`, an unknown `size` or `data`, or
             `C(E, k) > max_configurations`.
 
     Example:
-        >>> router, (x, y) = parse_moe_spec({"experts": "5", "k": "2", "data": "synthetic"})
+        >>> router, (x, y) = parse_moe_spec({"experts": "5", "k": "2", "data": "synthetic"},
+        ...                               max_configurations=2**22)
         >>> router.num_configurations, tuple(x.shape)
         (10, (4, 784))
     """
@@ -193,7 +194,9 @@ def parse_moe_spec(
     batch_size = _option(options, "batch", 4)
     source = options.pop("data", "mnist")
     check_topk_sizes(config.num_experts, config.num_chosen)
-    check_topk_enumerable(1, config.num_experts, config.num_chosen, max_configurations)
+    refusal = too_many_topk(1, config.num_experts, config.num_chosen, max_configurations)
+    if refusal is not None:
+        raise ValueError(refusal)
     generator = torch.Generator().manual_seed(seed)
     router = MoERouter(config, generator)
     return router, example_images(source, batch_size, generator, data_path)

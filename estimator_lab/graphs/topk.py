@@ -24,7 +24,6 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from estimator_lab.exact.enumeration import DEFAULT_MAX_CONFIGURATIONS, EnumerationTooLarge
 from estimator_lab.graphs.base import GateFunction, GateTrace, PreparedBatch, StochasticGraph
 from estimator_lab.graphs.categorical import gumbel_noise
 
@@ -278,27 +277,36 @@ class TopKToy(TopKGraph):
         return (mean_value - self.target).square().mean(-1)
 
 
-def check_topk_enumerable(num_gates: int, num_classes: int, num_chosen: int,
-                          max_configurations: int = DEFAULT_MAX_CONFIGURATIONS) -> int:
-    """The number of configurations `C(K, k)^N`, or an `EnumerationTooLarge` error saying so.
+def configuration_count(base: int, exponent: int) -> int | None:
+    """`base^exponent`, or `None` when it has more than 30 digits (never formed then).
 
-    The power is only formed while it has at most 30 digits.
+    The enumeration guards (`exact.topk.check_topk_enumerable`, the spec parsers) compare it
+    with their limit, so a spec like `n=1000000000` is refused at once.
 
     Example:
-        >>> check_topk_enumerable(2, 4, 2)
-        36
+        >>> configuration_count(6, 2), configuration_count(10, 31)
+        (36, None)
     """
-    subsets = math.comb(num_classes, num_chosen)
-    huge = num_gates * math.log10(max(subsets, 1)) > 30
-    count = None if huge else subsets**num_gates
-    if count is None or count > max_configurations:
-        shown = "" if count is None else f" = {count:,}"
-        raise EnumerationTooLarge(
-            f"{num_gates:,} top-{num_chosen} gates of {num_classes:,} classes make "
+    if exponent * math.log10(max(base, 1)) > 30:
+        return None
+    return base**exponent
+
+
+def too_many_topk(num_gates: int, num_classes: int, num_chosen: int,
+                  max_configurations: int) -> str | None:
+    """Why `C(K, k)^N` configurations exceed `max_configurations` (one line), else `None`.
+
+    Example:
+        >>> too_many_topk(2, 4, 2, 100) is None
+        True
+    """
+    count = configuration_count(math.comb(num_classes, num_chosen), num_gates)
+    if count is not None and count <= max_configurations:
+        return None
+    shown = "" if count is None else f" = {count:,}"
+    return (f"{num_gates:,} top-{num_chosen} gates of {num_classes:,} classes make "
             f"C({num_classes},{num_chosen})^{num_gates}{shown} configurations, more than the "
-            f"limit of {max_configurations:,} (use fewer gates or classes)"
-        )
-    return count
+            f"limit of {max_configurations:,} (use fewer gates or classes)")
 
 
 def _option(options: dict[str, str], key: str, default, kind):
@@ -314,26 +322,27 @@ def _option(options: dict[str, str], key: str, default, kind):
 def parse_topk_toy(
     options: Mapping[str, str],
     *,
+    max_configurations: int,
     seed: int = 0,
-    max_configurations: int = DEFAULT_MAX_CONFIGURATIONS,
 ) -> tuple[TopKToy, tuple[torch.Tensor]]:
     """Builds `topk-toy:n=N,classes=K,k=k,t=T,batch=B` from its parsed options.
 
     Args:
         options: the spec's options; the keys read are removed from a mutable mapping, so the
             caller can report the ones left as unknown.
+        max_configurations: the enumeration guard on `C(K, k)^N` (checked before building).
         seed: seeds the logits.
-        max_configurations: the enumeration guard on `C(K, k)^N`.
 
     Returns:
         the graph (float64) and its batch.
 
     Raises:
         ValueError: for a non-number, `n < 1`, sizes `check_topk_sizes` refuses, a non-finite
-            `t`, `batch < 1`, or (`EnumerationTooLarge`) too many configurations.
+            `t`, `batch < 1`, or too many configurations.
 
     Example:
-        >>> graph, (x,) = parse_topk_toy({"n": "2", "classes": "4", "k": "2"})
+        >>> graph, (x,) = parse_topk_toy({"n": "2", "classes": "4", "k": "2"},
+        ...                             max_configurations=2**22)
         >>> graph.theta.shape, graph.num_configurations
         (torch.Size([2, 4]), 36)
     """
@@ -348,6 +357,8 @@ def parse_topk_toy(
     if n < 1:
         raise ValueError(f"topk-toy needs n >= 1 gates, got n={n}")
     check_topk_sizes(classes, k)
-    check_topk_enumerable(n, classes, k, max_configurations)
+    refusal = too_many_topk(n, classes, k, max_configurations)
+    if refusal is not None:
+        raise ValueError(refusal)
     graph = TopKToy.seeded(n, classes, k, target, seed)
     return graph, graph.example_batch(batch_size)

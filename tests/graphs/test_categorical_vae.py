@@ -7,7 +7,6 @@ import torch
 
 from estimator_lab.estimators.categorical import get_categorical_estimator
 from estimator_lab.exact.categorical import categorical_exact_gradient, categorical_exact_moments
-from estimator_lab.exact.enumeration import EnumerationTooLarge
 from estimator_lab.graphs.categorical_vae import MAX_VAE_CONFIGURATIONS, parse_categorical_vae_spec
 
 
@@ -104,8 +103,6 @@ def test_bad_specs_say_why_in_one_line(options, message):
         parse_categorical_vae_spec(options | {"data": options.get("data", "synthetic")},
                                    max_configurations=2**22)
     assert "\n" not in str(info.value)
-    if "limit" in message or "configurations" in message:
-        assert info.type is EnumerationTooLarge
 
 
 def test_guard_is_capped_at_two_to_the_twenty():

@@ -7,7 +7,6 @@ import pytest
 import torch
 from scipy import stats
 
-from estimator_lab.exact.enumeration import EnumerationTooLarge
 from estimator_lab.graphs.topk import (
     MAX_CHOSEN,
     TopKToy,
@@ -149,13 +148,16 @@ def test_topk_toy_with_k1_is_cat_toy_loss():
 )
 def test_bad_specs_say_why_in_one_line(options, message):
     with pytest.raises(ValueError, match=message) as info:
-        parse_topk_toy(options)
+        parse_topk_toy(options, max_configurations=2**22)
     assert "\n" not in str(info.value)
 
 
 def test_size_guard_refuses_before_building():
-    with pytest.raises(EnumerationTooLarge, match="C\\(20,3\\)\\^1000000000 configurations"):
-        parse_topk_toy({"n": "1000000000", "classes": "20", "k": "3"})
+    with pytest.raises(ValueError, match="C\\(20,3\\)\\^1000000000 configurations") as info:
+        parse_topk_toy({"n": "1000000000", "classes": "20", "k": "3"}, max_configurations=2**22)
+    assert "\n" not in str(info.value)
+    with pytest.raises(ValueError, match="C\\(4,2\\)\\^3 = 216 configurations, more than"):
+        parse_topk_toy({"n": "3", "classes": "4", "k": "2"}, max_configurations=215)
     options = {"n": "2", "classes": "4", "k": "2", "extra": "1"}
-    graph, (x,) = parse_topk_toy(options)
+    graph, (x,) = parse_topk_toy(options, max_configurations=36)
     assert options == {"extra": "1"} and graph.num_configurations == 36 and x.shape == (1, 0)
