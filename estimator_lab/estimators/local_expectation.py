@@ -21,8 +21,8 @@ class LocalExpectation(GradientEstimator):
 
     Unbiased: for each gate the expectation over `b_i` is done exactly and only the other gates
     are sampled. It costs one loss per gate flip; on the paper network the output layer is
-    linear in the gates, so all flips cost one `B x G x classes` product
-    (`ConditionalNetwork.gate_flip_losses`). Parameters the loss touches directly get the
+    linear in the gates, so all flips cost two `B x classes` by `classes x G` products
+    (`ConditionalNetwork.gate_flip_gains`). Parameters the loss touches directly get the
     pathwise gradient at the sampled gates. One gate layer only: on a multi-layer graph a
     flip would change the layers below it.
 
@@ -44,6 +44,6 @@ class LocalExpectation(GradientEstimator):
         require_single_layer(graph, self)
         gates = bernoulli_gates(prepared.logits.detach(), noise)
         losses = graph.loss(prepared, gates)
-        flips = graph.gate_flip_losses(prepared, gates).detach()
-        gain = (torch.sigmoid(prepared.logits) * (flips[0] - flips[1])).sum(-1)
+        flips = graph.gate_flip_gains(prepared, gates).detach()
+        gain = (torch.sigmoid(prepared.logits) * flips).sum(-1)
         return (losses + gain).mean()

@@ -178,3 +178,10 @@ class StochasticGraph(nn.Module):
         eye = eye.view(self.num_gates, *([1] * (gates.dim() - 1)), self.num_gates)
         flipped = torch.stack([gates + (1 - gates) * eye, gates * (1 - eye)])  # 2 x G x ... x G
         return self.loss(prepared, flipped).movedim(1, -1)
+
+    def gate_flip_gains(self, prepared: PreparedBatch, gates: torch.Tensor) -> torch.Tensor:
+        """`L(b; b_i=1) - L(b; b_i=0)` for every gate `i` of binary `gates`, the others held
+        (a `... x B x G` tensor): the difference of `gate_flip_losses`' two sides here; graphs
+        that can compute it without both sides override it."""
+        on, off = self.gate_flip_losses(prepared, gates)
+        return on - off

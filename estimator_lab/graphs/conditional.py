@@ -174,3 +174,42 @@ class ConditionalNetwork(StochasticGraph):
         log_norm = torch.stack([on, off]).logsumexp(-1)
         picked = torch.stack([on, off]).gather(-1, labels.expand(log_norm.shape).unsqueeze(-1))
         return log_norm - picked.squeeze(-1)
+
+    def gate_flip_gains(self, prepared: PreparedBatch, gates: torch.Tensor) -> torch.Tensor:
+        """`L(b; b_i=1) - L(b; b_i=0)` for every gate `i` of binary `gates`, the others held.
+
+        One side of each flip is the loss at `gates`; the other moves the class scores `s` by
+        `sign_i c_i`, with `c_i = expert_i W_out[:, i]` (fixed for the minibatch) and
+        `sign_i = 1 - 2 b_i`. Its log-normaliser `log sum_c exp(s_c) exp(sign_i c_ic)` is one
+        `B x C` by `C x G` product per sign, in float64 and shifted by the maxima of `s` and
+        `+-c_i`: no `... x B x G x C` tensor, unlike `gate_flip_losses`. Finite wherever, for
+        each example and gate, the class scores or the gate's contribution spread less than
+        ~700 across the classes (float64's `exp`); past that the gain is infinite and the
+        engine's non-finite check reports the draw.
+
+        Args:
+            prepared: the output of `prepare` for a batch of `B` examples.
+            gates: a `... x B x G` tensor of 0s and 1s.
+
+        Returns:
+            a `... x B x G` tensor in the dtype of `gates`.
+        """
+        scores = self.output_logits(prepared, gates).double()  # ... x B x C
+        contribution = (prepared.features["expert"].unsqueeze(-1)
+                        * self.output.weight.T).double()  # B x G x C
+        labels = prepared.features["labels"].view(-1, 1)
+        sign = 1 - 2 * gates.double()
+        top = scores.max(-1, keepdim=True).values
+        weights = (scores - top).exp()
+        log_sums = []
+        for moved in (contribution, -contribution):
+            peak = moved.max(-1).values  # B x G
+            sums = torch.einsum("...bc,bgc->...bg", weights, (moved - peak.unsqueeze(-1)).exp())
+            log_sums.append(peak + sums.log())
+        log_norm = top + torch.where(sign > 0, log_sums[0], log_sums[1])
+        label_score = scores.gather(-1, labels.expand(*scores.shape[:-1], 1))  # ... x B x 1
+        label_contribution = contribution.gather(
+            -1, labels.unsqueeze(-1).expand(-1, contribution.shape[1], 1)).squeeze(-1)  # B x G
+        flipped = log_norm - label_score - sign * label_contribution
+        current = top + weights.sum(-1, keepdim=True).log() - label_score
+        return (sign * (flipped - current)).to(gates.dtype)

@@ -188,6 +188,43 @@ def test_gate_flip_losses_at_the_sampled_value_equal_the_loss():
     torch.testing.assert_close(at_sample, losses, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("leading", [(), (3,)], ids=["plain", "draws"])
+@pytest.mark.parametrize(
+    "gains",
+    [ConditionalNetwork.gate_flip_gains, StochasticGraph.gate_flip_gains],
+    ids=["override", "generic"],
+)
+def test_gate_flip_gains_are_the_difference_of_explicit_flips(gains, leading):
+    net, batch = small_problem(seed=6)
+    prepared = net.prepare(batch)
+    gates = random_gates((*leading, 4, SMALL.num_gates), seed=7)
+    with torch.no_grad():
+        got = gains(net, prepared, gates)
+        on, off = explicit_flip_losses(net, prepared, gates)
+    assert got.shape == gates.shape and got.dtype == gates.dtype
+    torch.testing.assert_close(got, on - off, rtol=1e-12, atol=1e-12)
+
+
+def test_gate_flip_gains_stay_finite_and_accurate_for_large_contributions():
+    """Gates that move class scores by up to +-150 (a spread of 300 across classes; `exp(-300)`
+    is 0 in float32): the float64 normaliser, shifted by the maxima, keeps every gain finite
+    and equal to the explicit flips, for float32 gates and network."""
+    net, batch = small_problem(seed=8)
+    with torch.no_grad():
+        contribution = net.prepare(batch).features["expert"].unsqueeze(-1) * net.output.weight.T
+        net.output.weight.mul_(150 / contribution.abs().max())
+    prepared = net.prepare(batch)
+    gates = random_gates((4, SMALL.num_gates), seed=9)
+    with torch.no_grad():
+        on, off = explicit_flip_losses(net, prepared, gates)
+        net.float()
+        got = net.gate_flip_gains(
+            net.prepare(tuple(t.float() if t.is_floating_point() else t for t in batch)),
+            gates.float())
+    assert (on - off).abs().max() > 100 and torch.isfinite(got).all()
+    torch.testing.assert_close(got.double(), on - off, rtol=1e-5, atol=1e-3)
+
+
 @pytest.mark.parametrize(
     "field", ["num_inputs", "num_gater_hidden", "num_gates", "num_classes"]
 )
