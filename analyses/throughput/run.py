@@ -141,13 +141,13 @@ def relative_gap(a: dict, b: dict, field: str) -> float:
     return max(gaps)
 
 
-def child_engine(name: str, quick: bool, modes: list[str]) -> list[dict]:
+def child_engine(name: str, quick: bool, modes: list[str], repeats: int) -> list[dict]:
     """Every mode alone and `+ref` for one estimator, `repeats` rounds taking turns (so that a
     change of load touches every mode alike), and the fast/generic agreement."""
     graph, batch = problem(quick)
     plan = QUICK if quick else FULL
     timings, moments = {}, {}
-    for _ in range(plan["repeats"]):
+    for _ in range(repeats):
         for mode in modes:
             for paired in (False, True):
                 result = timed_run(graph, batch, name, paired, plan[MODES[mode][1]], mode)
@@ -248,9 +248,10 @@ def child(args: argparse.Namespace) -> None:
     if args.sources:
         use_sources(args.sources)
     if kind == "engine":
-        rows = child_engine(name, args.quick, list(MODES))
+        rows = child_engine(name, args.quick, list(MODES), args.repeats)
     elif kind == "before":
-        rows = [dict(r, case="before") for r in child_engine(name, args.quick, ["fast"])]
+        rows = [dict(r, case="before") for r in child_engine(name, args.quick, ["fast"],
+                                                             args.repeats)]
     elif kind == "memory":
         rows = child_memory(name, args.quick, int(rest[0]))
     else:
@@ -305,8 +306,10 @@ def cli_case(name: str, draws: int, quick: bool, work: Path, threads: str | None
             "command": shlex.join(["estimator-lab", *argv[len(console_script()):]])}
 
 
-def child_case(spec: str, quick: bool, sources: str | None = None) -> list[dict]:
-    argv = [sys.executable, __file__, "--child", spec] + (["--quick"] if quick else [])
+def child_case(spec: str, quick: bool, sources: str | None = None, repeats: int = 1
+               ) -> list[dict]:
+    argv = [sys.executable, __file__, "--child", spec, "--repeats", str(repeats)]
+    argv += ["--quick"] if quick else []
     argv += ["--sources", sources] if sources else []
     _, rss, stdout = run_child(argv)
     return [dict(row, peak_rss_mib=rss) for row in json.loads(stdout.strip().splitlines()[-1])]
@@ -349,6 +352,8 @@ def main() -> None:
                         help="draws of the timed variance command (default: 4000; quick: 100)")
     parser.add_argument("--before", metavar="COMMIT", default=None,
                         help="also time the fast path with fastpath.py and noise.py of COMMIT")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="rounds of the engine modes (default: 3; quick: 1)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--sources", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -363,6 +368,8 @@ def main() -> None:
     plan = dict(QUICK if args.quick else FULL)
     if args.estimators:
         plan["estimators"] = args.estimators.split(",")
+    if args.repeats:
+        plan["repeats"] = args.repeats
     cli_draws = args.cli_draws or (100 if args.quick else 4000)
     kept, kept_profile, earlier = earlier_run(args.add_to, plan["estimators"])
     started = time.perf_counter()
@@ -373,9 +380,9 @@ def main() -> None:
         before = old_sources(args.before, work) if args.before else None
         for name in plan["estimators"]:  # the whole command and the engine, side by side
             rows.append(cli_case(name, cli_draws, args.quick, work, None))
-            rows += child_case(f"engine:{name}", args.quick)
+            rows += child_case(f"engine:{name}", args.quick, repeats=plan["repeats"])
             if before is not None:
-                rows += child_case(f"before:{name}", args.quick, str(before))
+                rows += child_case(f"before:{name}", args.quick, str(before), plan["repeats"])
             print(f"{name}: done in {time.perf_counter() - started:.0f} s", file=sys.stderr)
         name = plan["estimators"][0]
         if kept_profile is None:  # the cases measured once
@@ -504,6 +511,23 @@ def render(results, profile, manifest: dict) -> str:
              f"{manifest['load_average_at_end'][0]:.2f} at the end (1-minute load average; "
              f"per case in `results.csv`)")
     best = head["ratio"].max() if len(head) else float("nan")
+    single = sorted(results.loc[(results["case"] == "engine")
+                                & ~(results["repeats"].fillna(1) > 1), "estimator"].unique())
+    rounds_note = (f" Measured with one round only (an earlier version of this script): "
+                   f"{', '.join(f'`{e}`' for e in single)}; their rates are single timings."
+                   if single and not quick else "")
+    share = profile.set_index("name")["share"]
+    draws_share = share.filter(like="FastDraws").sum()
+    flips_share = share.reindex(["logsumexp", "torch.stack"]).fillna(0).sum()
+    fold_share = share.filter(like="FastAccumulator.update").sum()
+    noise_share = share.filter(like="uniform_noise").sum()
+    reading = (f"In the profile, the draws (the estimators' forward and backward passes under "
+               f"vmap) take {draws_share:.0%} of the fast path's time, and `logsumexp` and "
+               f"`stack` alone, the operations of `ConditionalNetwork.gate_flip_losses` that "
+               f"the `{REFERENCE}` reference calls (`... x B x G x classes` tensors), take "
+               f"{flips_share:.0%}; folding the draws into the moments takes {fold_share:.0%} "
+               f"and the noise {noise_share:.0%}. The command is bounded by the reference's "
+               "draws, not by the estimator's: compare `fast` with `fast+ref`.")
     verdict = (f"The whole command reaches {head['ratio'].min():.2f}x to {best:.2f}x the naive "
                f"loop of the estimator alone ({'at' if best >= 20 else 'short of'} the 20x "
                f"target), and {head['ratio_with_reference'].min():.2f}x to "
@@ -548,10 +572,16 @@ fewer: `repeats` in `results.csv`).
 
 {markdown_table(ratios.reset_index())}
 
+{rounds_note.strip()}
+
+{reading}
+
 ## Agreement of the fast and generic paths
 
 The fast path on the generic path's draws (same seed): the largest `max|fast - generic| /
-max|generic|` over the tracked tensors. Both sum the same float32 draws in different orders.
+max|generic|` over the tracked tensors. The float32 draws themselves differ by rounding
+(the fast path forms `Delta^T H` where the generic path differentiates the weight): in float64
+the two paths agree to ~1e-14 (`tests/montecarlo/test_fastpath.py`).
 
 {markdown_table(agreement)}
 
