@@ -14,6 +14,13 @@ Checks, in order (each a `Verdict`):
    target, DisARM and RLOO at equal loss evaluations, and the paired encoder-gradient variance
    ratio to DisARM at initialisation (`binary_vae_check`).
 
+A target for categorical gates (`Target.gates == "categorical"`) gets the categorical suite:
+`contract` is `check_categorical_estimator`; `unbiasedness` and `variance` run the same tests on
+categorical graphs (`CATEGORICAL_BUDGETS`: cat-toys, exact gradient by enumeration of the `K^N`
+configurations) against categorical REINFORCE, RLOO and IndeCateR (`CATEGORICAL_REFERENCES`);
+checks 4 to 6 need Bernoulli gates (the paper network and the binary VAE have them) and are
+skipped, saying so.
+
 A correct estimator fails a statistical check with probability at most `budget.alpha` per check
 (`contract`, `unbiasedness`, `full network`; at most `3 alpha` in all), as each check controls
 its family-wise error; the seeds are fixed, so a report card is reproducible.
@@ -31,6 +38,7 @@ import torch
 
 from estimator_lab.device import describe_device, resolve_device
 from estimator_lab.reporting import atomic_write_text, run_manifest, staged_directory
+from estimator_lab.testing.categorical_contract import check_categorical_estimator
 from estimator_lab.testing.contract import check_estimator
 from estimator_lab.validation.binary_vae_check import binary_vae_check
 from estimator_lab.validation.budget import Budget
@@ -38,6 +46,7 @@ from estimator_lab.validation.network import network_check
 from estimator_lab.validation.small_graphs import (
     REFERENCES,
     GraphResult,
+    check_suite,
     measure_graph,
     unbiasedness_verdict,
     variance_verdict,
@@ -87,12 +96,25 @@ class ValidationResult:
         return "\n".join(str(v) for v in self.verdicts)
 
 
+BERNOULLI_ONLY = {
+    "full network": "the paper network's 2,000 gates are Bernoulli",
+    "training": "it trains the paper network, whose gates are Bernoulli",
+    "binary vae": "the binary VAE's 200 latents are Bernoulli",
+}
+"""The checks a categorical target skips, and why."""
+
+
 def contract_check(target: Target, budget: Budget, *, seed: int,
                    device: torch.device) -> tuple[Verdict, pd.DataFrame]:
-    """`check_estimator` on the target; the verdict names every failed check and why."""
-    devices = ["cpu"] + ([device] if device.type != "cpu" else [])
-    report = check_estimator(target.factory, devices=devices, num_draws=budget.contract_draws,
-                             alpha=budget.alpha, seed=seed)
+    """`check_estimator` on the target (`check_categorical_estimator`, on the CPU, for a
+    categorical one); the verdict names every failed check and why."""
+    if target.gates == "categorical":
+        report = check_categorical_estimator(target.probe(), num_draws=budget.contract_draws,
+                                             alpha=budget.alpha, seed=seed)
+    else:
+        devices = ["cpu"] + ([device] if device.type != "cpu" else [])
+        report = check_estimator(target.factory, devices=devices,
+                                 num_draws=budget.contract_draws, alpha=budget.alpha, seed=seed)
     rows = pd.DataFrame([{"check": r.name, "passed": r.passed, "message": r.message}
                          for r in report])
     if report.passed:
@@ -115,15 +137,20 @@ def validate(
 
     Args:
         target: a `Target` or TARGET as `resolve_target` reads it.
-        budget: the work per check (`BUDGETS`).
+        budget: the work per check (`BUDGETS`; `CATEGORICAL_BUDGETS` for a categorical
+            target).
         seed: seeds the graphs, the noise and the training run.
         device: `"auto"`, `"cpu"`, `"cuda"`, ...
         progress: show progress bars.
+
+    Raises:
+        ValueError: when a graph of `budget` does not have the target's gates.
     """
     from tqdm.auto import tqdm
 
     started = time.perf_counter()
     target = resolve_target(target) if isinstance(target, str) else target
+    check_suite(budget.graphs, target.gates)
     device = resolve_device(device)
     probe = target.probe()
     options = {"seed": seed, "device": device}
@@ -140,13 +167,18 @@ def validate(
     except Exception as error:  # a crash is a failed check, with the reason
         graphs = ()
         verdicts += [_crashed("unbiasedness", error), _crashed("variance", error)]
-    network_verdict, network = _guarded("full network", network_check, target, budget,
-                                        progress=progress, **options)
-    training_verdict, curves = _guarded("training", training_check, target, budget,
-                                        progress=progress, **options)
-    vae_verdict, vae = _guarded("binary vae", binary_vae_check, target, budget,
-                                progress=progress, **options)
-    verdicts += [network_verdict, training_verdict, vae_verdict]
+    if target.gates == "categorical":
+        network = curves = vae = None
+        verdicts += [Verdict(check, "skip", f"not run for a categorical target: {why}")
+                     for check, why in BERNOULLI_ONLY.items()]
+    else:
+        network_verdict, network = _guarded("full network", network_check, target, budget,
+                                            progress=progress, **options)
+        training_verdict, curves = _guarded("training", training_check, target, budget,
+                                            progress=progress, **options)
+        vae_verdict, vae = _guarded("binary vae", binary_vae_check, target, budget,
+                                    progress=progress, **options)
+        verdicts += [network_verdict, training_verdict, vae_verdict]
     return ValidationResult(target, tuple(verdicts), graphs, network, curves, contract_rows,
                             time.perf_counter() - started, vae)
 
@@ -187,4 +219,5 @@ def write_report_card(result: ValidationResult, budget: Budget, out: str | Path,
     return Path(out) / "report.md"
 
 
-__all__ = ["REFERENCES", "ValidationResult", "contract_check", "validate", "write_report_card"]
+__all__ = ["BERNOULLI_ONLY", "REFERENCES", "ValidationResult", "contract_check", "validate",
+           "write_report_card"]

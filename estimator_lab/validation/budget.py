@@ -81,3 +81,26 @@ BUDGETS = {
                        network_draws=4000, training_steps=2000, binary_vae_evaluations=2000),
 }
 """The presets; `quick` finishes on a 2-core CPU in a few minutes."""
+
+CATEGORICAL_GRAPHS = ("cat-toy:n=2,k=3,t=0.45", "cat-toy:n=3,k=4,t=0.3", "cat-toy:n=2,k=5,t=0.7")
+"""The categorical suite every categorical target runs on: three cat-toys whose class counts,
+targets and seeded logits differ (each enumerable, and so are two-sample estimators' moments)."""
+
+
+def categorical_budget(budget: Budget, graphs: tuple[str, ...]) -> Budget:
+    """`budget` for a categorical target: the same draws and level on the categorical `graphs`,
+    and none of the Bernoulli-only checks (full network, training, binary VAE) asked for."""
+    return dataclasses.replace(budget, graphs=graphs, network_draws=0, training_steps=0,
+                               binary_vae_evaluations=0)
+
+
+CATEGORICAL_BUDGETS = {
+    "quick": categorical_budget(BUDGETS["quick"], CATEGORICAL_GRAPHS),
+    "standard": categorical_budget(BUDGETS["standard"],
+                                   (*CATEGORICAL_GRAPHS, "cat-toy:n=4,k=3,t=0.45")),
+    "thorough": categorical_budget(BUDGETS["thorough"],
+                                   (*CATEGORICAL_GRAPHS, "cat-toy:n=4,k=3,t=0.45",
+                                    "cat-toy:n=3,k=6,t=0.2,batch=2")),
+}
+"""The presets for a categorical target (`Target.gates == "categorical"`): `BUDGETS`' draws on
+the categorical suite; `quick` finishes on a 2-core CPU in seconds."""

@@ -1,15 +1,17 @@
 """Unbiasedness and variance of an estimator on the small-graph suite, against exact truth.
 
-On each graph of the suite the target and the reference set (`REFERENCES`) draw `draws`
-estimates with common random numbers (`run_draws`). Unbiasedness is judged against the exact
-gradient of the estimator's own objective (enumeration in float64 for Bernoulli gates; the STS
-and noisy-rectifier objectives where `estimator_lab.exact` covers them): per-coordinate z-tests
+On each graph of the suite the target and the reference set of its gates (`REFERENCES` for
+Bernoulli graphs, `CATEGORICAL_REFERENCES` for categorical ones) draw `draws` estimates with
+common random numbers (`run_draws`). Unbiasedness is judged against the exact gradient of the
+estimator's own objective (enumeration in float64 for Bernoulli gates and, over the `K^N`
+configurations, for categorical gates; the STS and noisy-rectifier objectives where
+`estimator_lab.exact` covers them): per-coordinate z-tests
 of `mean - exact`, Holm within a graph and Bonferroni across graphs, so a correct estimator is
 flagged with probability at most `alpha` over the whole suite (up to the normal approximation).
-Where the estimator's noise allows (`exact_moments`), its exact mean is compared too, without
+Where the estimator's noise allows (`exact_moments_for`), its exact mean is compared too, without
 Monte Carlo error (flagged above `EXACT_TOLERANCE` relative to the gradient's norm).
 Variance: total variance of the gate-logit draws per estimator, work-normalised (times the loss
-evaluations per draw), exact where `exact_moments` applies, and paired ratios to the reference
+evaluations per draw), exact where `exact_moments_for` applies, and paired ratios to the reference
 set with delta-method intervals over batch-means groups (`variance_ratio_frame`).
 """
 
@@ -28,11 +30,12 @@ from estimator_lab.estimators.prepare import prepare_estimator
 from estimator_lab.exact import (
     NotComputable,
     exact_gradient,
-    exact_moments,
     noisy_rectifier_exact_gradient,
     sts_exact_gradient,
 )
+from estimator_lab.exact.categorical import categorical_exact_gradient, exact_moments_for
 from estimator_lab.graphs.base import StochasticGraph
+from estimator_lab.graphs.categorical import gate_distribution
 from estimator_lab.graphs.specs import build_problem
 from estimator_lab.montecarlo import GATE_LOGITS, run_draws
 from estimator_lab.montecarlo.accumulators import Moments
@@ -49,11 +52,26 @@ REFERENCES = {
     "disarm": "DisARM",
     "st": "straight-through (biased)",
 }
-"""The reference set: registry name -> description."""
+"""The reference set on Bernoulli graphs: registry name -> description."""
+
+CATEGORICAL_REFERENCES = {
+    "reinforce": "categorical REINFORCE (no baseline)",
+    "rloo": "categorical RLOO (2 samples)",
+    "indecater": "IndeCateR (1 sample, N K loss evaluations)",
+}
+"""The reference set on categorical graphs: categorical registry name -> description."""
+
+REFERENCE_SETS = {"bernoulli": REFERENCES, "categorical": CATEGORICAL_REFERENCES}
+"""The reference set by the gates of the suite (`Target.gates`)."""
 
 EXACT_TOLERANCE = 1e-6
 """Largest `||E[g] - grad|| / ||grad||` of an exact mean that counts as rounding: enumeration
 and Gauss-Legendre quadrature in float64 agree with the exact gradient to about 1e-12."""
+
+ZERO_VARIANCE = 1e-20
+"""An exact total variance at most this fraction of the largest total variance on its graph is
+zero up to float64 rounding (rounding leaves variances near 1e-32 of the draws' squared size):
+IndeCateR's on a separable loss such as cat-toy's."""
 
 CHUNK_SIZE = 500
 
@@ -87,6 +105,10 @@ def objective_gradient(
         NotComputable: when no exact method covers the distribution on this graph.
     """
     single = len(graph.layer_sizes) == 1
+    if estimator.distribution == "categorical":
+        return (categorical_exact_gradient(graph, batch)[1],
+                f"exact gradient (enumeration of {graph.num_classes}^{graph.num_gates} "
+                f"configurations)")
     if estimator.distribution == "bernoulli":
         return exact_gradient(graph, batch)[1], "exact gradient (enumeration)"
     if estimator.distribution == "sts" and single:
@@ -98,6 +120,16 @@ def objective_gradient(
         return gradient, "exact noisy-rectifier gradient (quadrature)"
     raise NotComputable(f"no exact gradient for distribution {estimator.distribution!r} on "
                         f"a graph with layers {graph.layer_sizes}")
+
+
+def check_suite(specs: tuple[str, ...], gates: str) -> None:
+    """Raises `ValueError` naming the specs whose graphs do not have `gates`
+    (`"bernoulli"` or `"categorical"`, as `Target.gates`)."""
+    wrong = [s for s in specs if gate_distribution(build_problem(s).graph) != gates]
+    if wrong:
+        raise ValueError(f"a target for {gates} gates needs graphs with {gates} gates; "
+                         f"{', '.join(wrong)} {'has' if len(wrong) == 1 else 'have'} other "
+                         f"gates")
 
 
 def _flat(tensors: dict[str, torch.Tensor], names: list[str]) -> torch.Tensor:
@@ -126,7 +158,7 @@ def measure_graph(target: Target, spec: str, budget: Budget, *, alpha: float, se
     prepared = {target.label: target.build(graph, batch, warmup_steps=budget.warmup_steps,
                                            seed=seed)}
     estimator = prepared[target.label][0]
-    for name in REFERENCES:
+    for name in REFERENCE_SETS[target.gates]:
         if name != target.label:
             reference, state = prepare_estimator(name, graph, batch, seed=seed,
                                                  warmup_steps=budget.warmup_steps)
@@ -145,7 +177,7 @@ def measure_graph(target: Target, spec: str, budget: Budget, *, alpha: float, se
     exact = {}
     for name, e in estimators.items():
         try:
-            exact[name] = exact_moments(graph, e, batch, state=states[name])
+            exact[name] = exact_moments_for(graph, e, batch, state=states[name])
         except NotComputable:
             pass
     variance = _variance_rows(graph, target.label, estimators, runs, exact)
@@ -267,20 +299,29 @@ def _finding(result: GraphResult) -> str:
 
 
 def variance_verdict(label: str, results: list[GraphResult]) -> Verdict:
-    """Work-normalised gate-logit variance against the best unbiased reference on each graph."""
+    """Work-normalised gate-logit variance against the best unbiased reference on each graph.
+
+    A reference whose exact variance is zero (`ZERO_VARIANCE`) is named, not divided by: the
+    target is compared with the best of the others and is not lower than the best reference.
+    """
     parts, details, better, compared = [], {}, 0, 0
     for result in results:
         frame = result.variance
         if frame is None:
             continue
         references = frame[(frame["estimator"] != label) & frame["unbiased"]]
+        zero = references[references["exact_total_variance"]
+                          <= ZERO_VARIANCE * frame["total_variance"].max()]
+        references = references.drop(zero.index)
         if references.empty or references["work_variance"].isna().all():
             continue
         best = references.loc[references["work_variance"].idxmin()]
         compared += 1
-        better += bool(best["ratio_high"] < 1)
+        better += bool(best["ratio_high"] < 1) and zero.empty
+        exact_zero = (f" ({', '.join(zero['estimator'])}: zero variance, exact)"
+                      if len(zero) else "")
         parts.append(f"{result.spec} {best['ratio']:.2g}x {best['estimator']} "
-                     f"[{best['ratio_low']:.2g}, {best['ratio_high']:.2g}]")
+                     f"[{best['ratio_low']:.2g}, {best['ratio_high']:.2g}]{exact_zero}")
         details[result.spec] = frame.to_dict("records")
     if not compared:
         return Verdict("variance", "skip", "no graph with an unbiased reference", details)

@@ -2,12 +2,19 @@
 
 TARGET is one of:
 
-- a registered name (`disarm`; plugins under the `estimator_lab.estimators` entry points too);
+- a registered name (`disarm`; plugins under the `estimator_lab.estimators` entry points too),
+  of the Bernoulli or the categorical registry (`gst`, `indecater`);
 - `package.module:Class`, imported;
 - `path/to/file.py:Class`, or `path/to/file.py` holding exactly one `GradientEstimator`
   subclass defined in it, loaded from the file.
 
 A class target is built with no arguments (give hyper-parameters defaults).
+
+The gates a target is validated on (`Target.gates`) are those of its class: `"categorical"`
+for a `distribution = "categorical"` estimator (a `CategoricalEstimator`), else `"bernoulli"`
+(STS and noisy rectifiers run on Bernoulli graphs). A name in both registries (`reinforce`,
+`rloo`, `st`, ...) means the Bernoulli estimator unless `gates="categorical"` asks for the
+categorical one (`estimator-lab validate reinforce --gates categorical`).
 """
 
 from __future__ import annotations
@@ -22,8 +29,12 @@ from typing import Any
 
 import torch
 
-from estimator_lab.estimators import get_estimator
+from estimator_lab.estimators import available, get_estimator
 from estimator_lab.estimators.base import GradientEstimator
+from estimator_lab.estimators.categorical import (
+    available_categorical,
+    get_categorical_estimator,
+)
 from estimator_lab.estimators.prepare import prepare_estimator, warmed_up_state
 from estimator_lab.graphs.base import StochasticGraph
 
@@ -36,7 +47,8 @@ class Target:
         label: TARGET as given (the name in tables and commands).
         cls: its class.
         registry_name: the registry name when TARGET named one (built by `prepare_estimator`,
-            so batch-dependent estimators such as `reinforce-oracle` get their values).
+            so batch-dependent estimators such as `reinforce-oracle` get their values; the
+            registry is the one of `gates`).
     """
 
     label: str
@@ -58,23 +70,46 @@ class Target:
         return estimator, warmed_up_state(estimator, graph, batch, warmup_steps=warmup_steps,
                                           seed=seed)
 
+    @property
+    def gates(self) -> str:
+        """`"categorical"` for a categorical-gate estimator, else `"bernoulli"`: the gates of
+        the graphs it is validated on (`GATES`)."""
+        return "categorical" if self.cls.distribution == "categorical" else "bernoulli"
+
     def factory(self, graph: StochasticGraph, batch: tuple[torch.Tensor, ...]):
         """`(graph, batch) -> estimator`, the form `check_estimator` takes."""
         return self.build(graph, batch)[0]
 
     def probe(self) -> GradientEstimator:
         """An instance for reading flags (registry names built by name alone)."""
-        return get_estimator(self.registry_name) if self.registry_name else self.cls()
+        if self.registry_name is None:
+            return self.cls()
+        build = get_categorical_estimator if self.gates == "categorical" else get_estimator
+        return build(self.registry_name)
 
 
-def resolve_target(target: str) -> Target:
+GATES = ("bernoulli", "categorical")
+"""The gates a target can be validated on (`Target.gates`, `resolve_target(gates=...)`)."""
+
+
+def resolve_target(target: str, gates: str | None = None) -> Target:
     """The `Target` for a registered name, `module:Class`, or `file.py[:Class]`.
+
+    Args:
+        target: TARGET (module docstring).
+        gates: `"bernoulli"` or `"categorical"` (`GATES`) picks the registry a name is looked
+            up in; `None` (default) takes the Bernoulli registry, and the categorical one for
+            a name only it holds (`indecater`, `gst`). For a class, a `gates` other than its
+            own is an error.
 
     Raises:
         ValueError: a one-line reason when TARGET cannot be resolved (unknown name with the
             closest names, missing file or module, no or several estimator classes, a class
-            that is not a `GradientEstimator` or cannot be built without arguments).
+            that is not a `GradientEstimator` or cannot be built without arguments, a class
+            whose gates are not `gates`).
     """
+    if gates is not None and gates not in GATES:
+        raise ValueError(f"gates must be one of {', '.join(GATES)}, got {gates!r}")
     path, sep, attribute = target.rpartition(":")
     if not sep:
         path, attribute = target, ""
@@ -85,15 +120,28 @@ def resolve_target(target: str) -> Target:
         cls = _from_module(path, attribute, target)
         label = target
     else:
-        try:
-            estimator = get_estimator(target)
-        except KeyError as error:
-            raise ValueError(
-                f"{error.args[0]}; or give module:Class or path/to/file.py[:Class]"
-            ) from None
-        return Target(target, type(estimator), registry_name=target)
+        return _from_registry(target, gates)
     _check_buildable(cls, target)
-    return Target(label, cls)
+    resolved = Target(label, cls)
+    if gates is not None and resolved.gates != gates:
+        raise ValueError(f"{target!r} is an estimator for {resolved.gates} gates "
+                         f"(distribution {cls.distribution!r}), not {gates}")
+    return resolved
+
+
+def _from_registry(name: str, gates: str | None) -> Target:
+    """The registered estimator `name` of the registry `gates` picks (`resolve_target`)."""
+    if gates is None:
+        gates = ("categorical" if name not in available() and name in available_categorical()
+                 else "bernoulli")
+    build = get_categorical_estimator if gates == "categorical" else get_estimator
+    try:
+        estimator = build(name)
+    except KeyError as error:
+        raise ValueError(
+            f"{error.args[0]}; or give module:Class or path/to/file.py[:Class]"
+        ) from None
+    return Target(name, type(estimator), registry_name=name)
 
 
 def _check_buildable(cls: Any, target: str) -> None:
