@@ -28,6 +28,7 @@ import torch
 from estimator_lab.estimators.base import GradientEstimator
 from estimator_lab.estimators.prepare import prepare_estimator
 from estimator_lab.exact import (
+    EnumerationTooLarge,
     NotComputable,
     exact_gradient,
     noisy_rectifier_exact_gradient,
@@ -178,7 +179,7 @@ def measure_graph(target: Target, spec: str, budget: Budget, *, alpha: float, se
     for name, e in estimators.items():
         try:
             exact[name] = exact_moments_for(graph, e, batch, state=states[name])
-        except NotComputable:
+        except (NotComputable, EnumerationTooLarge):  # e.g. RLOO's 2 x 12 gates on sbn:4-4-4
             pass
     variance = _variance_rows(graph, target.label, estimators, runs, exact)
     if gradient is None:

@@ -8,6 +8,7 @@ statistical check it runs (the contract's unbiasedness, the suite's). The plante
 caught with z far beyond the thresholds (|z| > 8 at these budgets, threshold about 4).
 """
 
+import math
 from pathlib import Path
 
 import pytest
@@ -90,6 +91,14 @@ def test_single_layer_estimator_skips_multilayer_graphs():
     result = validate(resolve_target("disarm"), TINY.replace(graphs=(MULTILAYER_GRAPH,)))
     assert result["unbiasedness"].status == "skip"
     assert "single-layer estimator" in result["unbiasedness"].line
+
+
+def test_exact_moments_past_the_enumeration_guard_are_left_out_not_a_failure():
+    # sbn:4-4-4 (thorough's suite): RLOO's two samples of 12 gates make 2^24 configurations
+    result = validate(resolve_target("st"), TINY.replace(graphs=("sbn:4-4-4",)))
+    assert result["unbiasedness"].status == "biased", result.summary()
+    rows = result.graphs[0].variance.set_index("estimator")["exact_total_variance"]
+    assert math.isnan(rows["rloo"]) and not math.isnan(rows["reinforce-oracle"])
 
 
 def test_budgets_are_frozen_and_checked():
