@@ -230,8 +230,11 @@ def child_profile(name: str, quick: bool) -> list[dict]:
 
 
 def use_sources(folder: str) -> None:
-    """Makes `fastpath.py` and `noise.py` from `folder` the modules the engine imports."""
+    """Makes `fastpath.py` and `noise.py` from `folder` the modules the runner uses (of a commit
+    since `montecarlo/runner.py` exists: an earlier fastpath.py imports `run_plan` from the
+    engine)."""
     import estimator_lab.montecarlo as package
+    from estimator_lab.montecarlo import runner
 
     for name in ("noise", "fastpath"):  # fastpath imports noise
         full = f"estimator_lab.montecarlo.{name}"
@@ -240,6 +243,7 @@ def use_sources(folder: str) -> None:
         sys.modules[full] = module
         spec.loader.exec_module(module)
         setattr(package, name, module)
+    runner.fastpath = sys.modules["estimator_lab.montecarlo.fastpath"]
 
 
 def child(args: argparse.Namespace) -> None:

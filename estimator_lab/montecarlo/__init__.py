@@ -6,8 +6,9 @@ from estimator_lab.montecarlo.accumulators import (
     merge_moments,
     moments_of,
 )
-from estimator_lab.montecarlo.engine import GATE_LOGITS, iter_draw_chunks, run_draws
+from estimator_lab.montecarlo.engine import GATE_LOGITS, iter_draw_chunks
 from estimator_lab.montecarlo.noise import uniform_noise
+from estimator_lab.montecarlo.runner import run_draws
 
 __all__ = [
     "GATE_LOGITS",

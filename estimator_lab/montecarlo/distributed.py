@@ -17,8 +17,9 @@ import torch.distributed as dist
 
 from estimator_lab.graphs.base import StochasticGraph
 from estimator_lab.montecarlo.accumulators import MomentAccumulator
-from estimator_lab.montecarlo.engine import graph_device, run_draws
+from estimator_lab.montecarlo.engine import graph_device
 from estimator_lab.montecarlo.fastpath import restore_accumulator
+from estimator_lab.montecarlo.runner import run_draws
 
 if TYPE_CHECKING:  # estimators import the engine: only a type here
     from estimator_lab.estimators.base import GradientEstimator

@@ -36,12 +36,7 @@ import torch
 
 from estimator_lab.graphs.base import StochasticGraph
 from estimator_lab.montecarlo.accumulators import MomentAccumulator, Moments
-from estimator_lab.montecarlo.engine import (
-    GATE_LOGITS,
-    gradient_draws,
-    run_plan,
-    tracked_parameters,
-)
+from estimator_lab.montecarlo.engine import GATE_LOGITS, gradient_draws, tracked_parameters
 from estimator_lab.montecarlo.groups import WeightPart
 from estimator_lab.montecarlo.noise import uniform_noise
 from estimator_lab.montecarlo.plan import DrawPlan
@@ -589,49 +584,3 @@ def iter_fast_chunks(
             chunk[name] = drawers[name](noises[shape])
             elapsed[name] = time.perf_counter() - started
         yield indices, chunk, elapsed
-
-
-def fast_moments(
-    graph: StochasticGraph,
-    estimators: Mapping[str, GradientEstimator],
-    batch: tuple[torch.Tensor, ...],
-    plan: DrawPlan | None = None,
-    *,
-    states: Mapping[str, Any] | None = None,
-    **settings: Any,
-) -> dict[str, FastAccumulator]:
-    """`run_plan` on the fast path, or an error saying why it does not apply.
-
-    The statistics are those of the generic path on the same plan up to rounding; memory is
-    one chunk of `K x B x out` output gradients plus `out x B x B` Gram sums per shared-input
-    layer, never `K x out x in`.
-
-    Args:
-        graph: a graph that declares `shared_input_layers` (e.g. `ConditionalNetwork`).
-        estimators: estimators by name; each surrogate must run under `torch.func.vmap`.
-        batch: the fixed minibatch, on the graph's device.
-        plan: the draws (default: a `DrawPlan` of `settings`, e.g. `num_draws`, `seed`,
-            `chunk_size`, `first_draw`).
-        states: frozen estimator states by name (default: `estimator.init(graph)`).
-
-    Returns:
-        one `FastAccumulator` per estimator, keyed like `estimators`.
-
-    Raises:
-        ValueError: where the fast path does not apply (a graph without shared-input layers,
-            an estimator without vmap or whose surrogate reads a shared-input layer's weights
-            other than through its output), or for non-positive counts.
-        NonFiniteDrawError: for a draw with a NaN or infinite gradient.
-
-    Example:
-        >>> from estimator_lab.estimators import get_estimator
-        >>> from estimator_lab.graphs import ConditionalConfig, ConditionalNetwork
-        >>> config = ConditionalConfig(num_inputs=6, num_gater_hidden=3, num_gates=4)
-        >>> net = ConditionalNetwork(config, torch.Generator().manual_seed(0))
-        >>> batch = (torch.rand(2, 6), torch.tensor([0, 1]))
-        >>> acc = fast_moments(net, {"st": get_estimator("st")}, batch, num_draws=8, seed=0)
-        >>> acc["st"]["expert.weight"].mean.shape, acc["st"]["expert.weight"].count
-        (torch.Size([24]), 8)
-    """
-    plan = replace(plan or DrawPlan(**settings), path="fast")
-    return run_plan(graph, estimators, batch, plan, states=states)

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from estimator_lab.montecarlo.accumulators import Moments, merge_moments, moments_of
+from estimator_lab.montecarlo.moments import Moments, merge_moments, moments_of
 
 
 @dataclass(frozen=True)

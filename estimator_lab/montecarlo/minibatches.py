@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from estimator_lab.graphs.base import StochasticGraph
-from estimator_lab.montecarlo.engine import run_draws
+from estimator_lab.montecarlo.runner import run_draws
 
 if TYPE_CHECKING:  # estimators import the engine: only a type here
     from estimator_lab.estimators.base import GradientEstimator

@@ -32,8 +32,9 @@ import torch
 
 from estimator_lab.graphs.base import StochasticGraph
 from estimator_lab.montecarlo.accumulators import Moments
-from estimator_lab.montecarlo.fastpath import FastAccumulator, fast_moments
+from estimator_lab.montecarlo.fastpath import FastAccumulator
 from estimator_lab.montecarlo.groups import GroupSummaries
+from estimator_lab.montecarlo.runner import fast_moments
 from estimator_lab.studies.checkpoints import CheckpointConfig
 
 REFERENCE = "local-expectation"

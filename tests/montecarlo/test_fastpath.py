@@ -16,11 +16,11 @@ from estimator_lab.montecarlo import GATE_LOGITS, run_draws
 from estimator_lab.montecarlo.engine import NonFiniteDrawError
 from estimator_lab.montecarlo.fastpath import (
     FastAccumulator,
-    fast_moments,
     gram_moments_of,
     merge_gram_moments,
     weight_moments,
 )
+from estimator_lab.montecarlo.runner import fast_moments
 from estimator_lab.stats.summary import summary_frame
 
 CONFIG = ConditionalConfig(num_inputs=20, num_gater_hidden=6, num_gates=12, num_classes=4)

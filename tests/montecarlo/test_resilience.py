@@ -63,10 +63,10 @@ def test_resume_from_checkpoint_is_identical_and_refuses_other_runs(tmp_path, pa
     # A first run that stops after 60 draws leaves a checkpoint of draws 0..59 ...
     partial = run_draws(net, estimators, batch, num_draws=60, **options)
     from estimator_lab.montecarlo.checkpoint import save_checkpoint
-    from estimator_lab.montecarlo.engine import _fingerprint
+    from estimator_lab.montecarlo.runner import run_fingerprint
 
     plan = DrawPlan(num_draws=120, seed=3, group_size=20, paired_with="st")
-    save_checkpoint(checkpoint, _fingerprint(net, estimators, batch, plan, path), 60, partial)
+    save_checkpoint(checkpoint, run_fingerprint(net, estimators, batch, plan, path), 60, partial)
     # ... and the resumed run ends with exactly the statistics of the uninterrupted one.
     resumed = run_draws(net, estimators, batch, num_draws=120, checkpoint=checkpoint, **options)
     assert_identical(whole, resumed)
