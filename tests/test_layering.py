@@ -42,7 +42,6 @@ KNOWN_UPWARD = {
     ("estimators/prepare.py", "estimator_lab.montecarlo.noise"),
     ("graphs/binary_vae.py", "estimator_lab.estimators.base"),
     ("graphs/binary_vae.py", "estimator_lab.montecarlo.noise"),
-    ("graphs/categorical.py", "estimator_lab.exact.categorical"),
     ("graphs/categorical.py", "estimator_lab.exact.enumeration"),
     ("graphs/specs.py", "estimator_lab.exact.enumeration"),
     ("montecarlo/checkpoint.py", "estimator_lab.reporting.files"),
@@ -51,7 +50,9 @@ KNOWN_UPWARD = {
 """`(file, imported module)` arrows to a floor not below today's (measured, not wanted)."""
 
 KNOWN_CYCLES = {
-    ("estimator_lab.exact.categorical", "estimator_lab.graphs.categorical"),
+    ("estimator_lab.montecarlo", "estimator_lab.montecarlo.engine",
+     "estimator_lab.montecarlo.fastpath"),
+    ("estimator_lab.montecarlo.accumulators", "estimator_lab.montecarlo.groups"),
 }
 """Sets of modules that import each other in a circle today (measured, not wanted)."""
 

@@ -185,3 +185,22 @@ class StochasticGraph(nn.Module):
         that can compute it without both sides override it."""
         on, off = self.gate_flip_losses(prepared, gates)
         return on - off
+
+
+@torch.no_grad()
+def init_fan_in_uniform(modules, generator: torch.Generator) -> None:
+    """Seeded `nn.Linear` initialisation: the weights and biases of every `nn.Linear` among
+    `modules`, in order, uniform in `±1/sqrt(fan_in)` (PyTorch's law, drawn from `generator`).
+
+    Example:
+        >>> layer = nn.Linear(4, 2)
+        >>> init_fan_in_uniform([layer, nn.Tanh()], torch.Generator().manual_seed(0))
+        >>> bool(layer.weight.abs().max() <= 0.5)
+        True
+    """
+    for layer in modules:
+        if isinstance(layer, nn.Linear):
+            bound = layer.in_features**-0.5
+            for param in (layer.weight, layer.bias):
+                noise = torch.rand(param.shape, generator=generator, dtype=param.dtype)
+                param.copy_((2 * noise - 1) * bound)

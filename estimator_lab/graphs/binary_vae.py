@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from estimator_lab.graphs.base import PreparedBatch, StochasticGraph
+from estimator_lab.graphs.base import PreparedBatch, StochasticGraph, init_fan_in_uniform
 from estimator_lab.graphs.gates import bernoulli_log_prob
 from estimator_lab.montecarlo.noise import uniform_noise
 
@@ -127,14 +127,9 @@ class BinaryVAE(StochasticGraph):
             raise ValueError(f"data_mean must have shape ({c.num_inputs},), got "
                              f"{tuple(mean.shape)}")
         self.register_buffer("data_mean", mean.clone())
-        generator = generator or torch.Generator().manual_seed(0)
+        init_fan_in_uniform((*self.encoder, *self.decoder),
+                            generator or torch.Generator().manual_seed(0))
         with torch.no_grad():
-            for layer in (*self.encoder, *self.decoder):
-                if isinstance(layer, nn.Linear):
-                    bound = layer.in_features**-0.5
-                    for param in (layer.weight, layer.bias):
-                        uniform = torch.rand(param.shape, generator=generator)
-                        param.copy_((2 * uniform - 1) * bound)
             self.decoder[-1].bias.copy_(torch.logit(mean.clamp(MEAN_CLIP, 1 - MEAN_CLIP)))
 
     def encoder_parameters(self) -> dict[str, nn.Parameter]:

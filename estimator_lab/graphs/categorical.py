@@ -19,8 +19,9 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from estimator_lab.exact.enumeration import DEFAULT_MAX_CONFIGURATIONS
+from estimator_lab.exact.enumeration import DEFAULT_MAX_CONFIGURATIONS, EnumerationTooLarge
 from estimator_lab.graphs.base import GateFunction, GateTrace, PreparedBatch, StochasticGraph
+from estimator_lab.graphs.spec_options import pop_number, too_many_configurations
 
 
 def gate_distribution(graph: StochasticGraph) -> str:
@@ -130,7 +131,30 @@ def gumbel_uniforms(logits: torch.Tensor, perturbed: torch.Tensor) -> torch.Tens
     return torch.exp(-torch.exp(-(perturbed - logits)))
 
 
-class CategoricalGraph(StochasticGraph):
+class ClassGateGraph(StochasticGraph):
+    """A `StochasticGraph` with one layer of `num_gates` gates over `num_classes` classes each,
+    whose values are `K`-dim (the one-hot class of a categorical gate, the k-hot mask of a
+    top-k gate): logits `B x N x K`, noise and gates `... x B x N x K`.
+
+    Attributes:
+        num_gates: `N`, gates per example.
+        num_classes: `K`, classes per gate.
+    """
+
+    num_classes: int
+
+    def sample(
+        self, prepared: PreparedBatch, noise: torch.Tensor, gate_fn: GateFunction
+    ) -> GateTrace:
+        """Draws the gates with `gate_fn(0, logits, noise)` from `... x B x N x K` noise."""
+        logits = prepared.logits
+        if logits.dim() < noise.dim():
+            logits = logits.expand(noise.shape)
+        gates = gate_fn(0, logits, noise)
+        return GateTrace([logits], [gates], self.loss(prepared, gates))
+
+
+class CategoricalGraph(ClassGateGraph):
     """A `StochasticGraph` whose gates are `num_gates` categoricals of `num_classes` classes.
 
     Subclasses implement `prepare(batch)` with `B x N x K` logits and `loss(prepared, gates)`
@@ -149,16 +173,6 @@ class CategoricalGraph(StochasticGraph):
     def num_configurations(self) -> int:
         """`K^N`, the configurations one example's gates can take."""
         return self.num_classes**self.num_gates
-
-    def sample(
-        self, prepared: PreparedBatch, noise: torch.Tensor, gate_fn: GateFunction
-    ) -> GateTrace:
-        """Draws the gates with `gate_fn(0, logits, noise)` from `... x B x N x K` noise."""
-        logits = prepared.logits
-        if logits.dim() < noise.dim():
-            logits = logits.expand(noise.shape)
-        gates = gate_fn(0, logits, noise)
-        return GateTrace([logits], [gates], self.loss(prepared, gates))
 
     def category_losses(self, prepared: PreparedBatch, gates: torch.Tensor) -> torch.Tensor:
         """Losses with gate `i` set to class `k`, the other gates held at `gates`.
@@ -269,16 +283,6 @@ class CategoricalToy(CategoricalGraph):
         return {"theta": softmax_jacobian_product(p, values.expand_as(p)) / self.num_gates}
 
 
-def _option(options: dict[str, str], key: str, default, kind):
-    if key not in options:
-        return default
-    raw = options.pop(key)
-    try:
-        return kind(raw)
-    except ValueError:
-        raise ValueError(f"cat-toy {key} must be {kind.__name__}, got {raw!r}") from None
-
-
 def parse_cat_toy(
     options: Mapping[str, str],
     *,
@@ -305,16 +309,25 @@ def parse_cat_toy(
         >>> graph.theta.shape, x.shape
         (torch.Size([3, 4]), torch.Size([1, 0]))
     """
-    from estimator_lab.exact.categorical import check_categorical_enumerable
-
     options = options if isinstance(options, dict) else dict(options)
-    n = _option(options, "n", 2, int)
-    k = _option(options, "k", 3, int)
-    target = _option(options, "t", 0.45, float)
-    batch_size = _option(options, "batch", 1, int)
-    if batch_size < 1:
-        raise ValueError(f"cat-toy batch must be >= 1, got batch={batch_size}")
+    n = pop_number(options, "n", 2, graph="cat-toy")
+    k = pop_number(options, "k", 3, graph="cat-toy")
+    target = pop_number(options, "t", 0.45, float, graph="cat-toy")
+    batch_size = pop_number(options, "batch", 1, graph="cat-toy", minimum=1)
     if n >= 1 and k >= 2:  # smaller sizes get CategoricalToy's own error
-        check_categorical_enumerable(n, k, max_configurations)
+        refusal = too_many_categorical(n, k, max_configurations)
+        if refusal is not None:
+            raise EnumerationTooLarge(refusal)
     graph = CategoricalToy.seeded(n, k, target, seed)
     return graph, graph.example_batch(batch_size)
+
+
+def too_many_categorical(num_gates: int, num_classes: int, max_configurations: int) -> str | None:
+    """Why `K^N` configurations exceed `max_configurations` (one line), else `None`.
+
+    Example:
+        >>> too_many_categorical(3, 4, 64) is None, too_many_categorical(3, 4, 63) is None
+        (True, False)
+    """
+    return too_many_configurations(f"{num_gates:,} categorical gates of {num_classes:,} classes",
+                                   num_classes, str(num_classes), num_gates, max_configurations)

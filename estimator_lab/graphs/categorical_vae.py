@@ -25,8 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from estimator_lab.graphs.base import PreparedBatch
+from estimator_lab.graphs.base import PreparedBatch, init_fan_in_uniform
 from estimator_lab.graphs.categorical import CategoricalGraph, categorical_log_prob
+from estimator_lab.graphs.spec_options import pop_number, too_many_configurations
 
 MAX_VAE_CONFIGURATIONS = 2**20
 """The largest `K^L` a categorical VAE spec accepts (the issue's enumeration budget)."""
@@ -81,14 +82,8 @@ class CategoricalVAE(CategoricalGraph):
                                      nn.Linear(c.num_hidden, codes))
         self.decoder = nn.Sequential(nn.Linear(codes, c.num_hidden), nn.Tanh(),
                                      nn.Linear(c.num_hidden, c.num_inputs))
-        generator = generator or torch.Generator().manual_seed(0)
-        with torch.no_grad():
-            for layer in (*self.encoder, *self.decoder):
-                if isinstance(layer, nn.Linear):
-                    bound = layer.in_features**-0.5
-                    for param in (layer.weight, layer.bias):
-                        param.copy_((2 * torch.rand(param.shape, generator=generator) - 1)
-                                    * bound)
+        init_fan_in_uniform((*self.encoder, *self.decoder),
+                            generator or torch.Generator().manual_seed(0))
 
     def prepare(self, batch: tuple[torch.Tensor, ...]) -> PreparedBatch:
         """Encoder logits (`B x L x K`) of `B x D` binary observations, kept as `"x"`."""
@@ -104,19 +99,6 @@ class CategoricalVAE(CategoricalGraph):
             scores, x.expand(scores.shape), reduction="none").sum(-1)
         posterior = categorical_log_prob(prepared.logits.detach(), gates).sum(-1)
         return reconstruction + self.num_gates * math.log(self.num_classes) + posterior
-
-
-def _option(options: dict[str, str], key: str, default: int) -> int:
-    if key not in options:
-        return default
-    raw = options.pop(key)
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"cat-vae {key} must be int, got {raw!r}") from None
-    if value < 1:
-        raise ValueError(f"cat-vae {key} must be >= 1, got {key}={value}")
-    return value
 
 
 def parse_categorical_vae_spec(
@@ -152,22 +134,20 @@ def parse_categorical_vae_spec(
         (4096, (2, 784))
     """
     from estimator_lab.graphs.moe import example_images
-    from estimator_lab.graphs.topk import configuration_count
 
     options = options if isinstance(options, dict) else dict(options)
-    latents = _option(options, "latents", 4)
-    classes = _option(options, "classes", 8)
-    hidden = _option(options, "hidden", 32)
-    batch_size = _option(options, "batch", 4)
+    latents = pop_number(options, "latents", 4, graph="cat-vae", minimum=1)
+    classes = pop_number(options, "classes", 8, graph="cat-vae", minimum=1)
+    hidden = pop_number(options, "hidden", 32, graph="cat-vae", minimum=1)
+    batch_size = pop_number(options, "batch", 4, graph="cat-vae", minimum=1)
     source = options.pop("data", "mnist")
     if classes < 2:
         raise ValueError(f"cat-vae needs classes >= 2, got classes={classes}")
-    limit = min(max_configurations, MAX_VAE_CONFIGURATIONS)
-    count = configuration_count(classes, latents)
-    if count is None or count > limit:
-        shown = "" if count is None else f" = {count:,}"
-        raise ValueError(f"cat-vae: {latents:,} latents of {classes:,} classes make {classes}^"
-                         f"{latents}{shown} configurations, more than the limit of {limit:,}")
+    refusal = too_many_configurations(f"cat-vae: {latents:,} latents of {classes:,} classes",
+                                      classes, str(classes), latents,
+                                      min(max_configurations, MAX_VAE_CONFIGURATIONS))
+    if refusal is not None:
+        raise ValueError(refusal)
     generator = torch.Generator().manual_seed(seed)
     vae = CategoricalVAE(CategoricalVAEConfig(784, latents, classes, hidden), generator)
     images, _ = example_images(source, batch_size, generator, data_path)

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from estimator_lab.graphs.base import PreparedBatch, StochasticGraph
+from estimator_lab.graphs.base import PreparedBatch, StochasticGraph, init_fan_in_uniform
 
 SHARED_INPUT_LAYERS = ("gater_hidden", "gater_out", "expert")
 """The layers of `ConditionalNetwork` whose input is the same in every draw."""
@@ -79,14 +79,10 @@ class ConditionalNetwork(StochasticGraph):
         if generator is not None:
             self.reset_parameters(generator)
 
-    @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator) -> None:
         """Seeded `nn.Linear` initialisation: weights and biases uniform in `±1/sqrt(fan_in)`."""
-        for layer in (self.gater_hidden, self.gater_out, self.expert, self.output):
-            bound = layer.in_features**-0.5
-            for param in (layer.weight, layer.bias):
-                noise = torch.rand(param.shape, generator=generator, dtype=param.dtype)
-                param.copy_((2 * noise - 1) * bound)
+        init_fan_in_uniform((self.gater_hidden, self.gater_out, self.expert, self.output),
+                            generator)
 
     def prepare(
         self,

@@ -18,11 +18,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from functools import partial
 
 import torch
 from torch import nn
 
-from estimator_lab.graphs.base import PreparedBatch
+from estimator_lab.graphs.base import PreparedBatch, init_fan_in_uniform
+from estimator_lab.graphs.spec_options import pop_number
 from estimator_lab.graphs.topk import TopKGraph, check_topk_sizes, too_many_topk
 
 
@@ -85,12 +87,8 @@ class MoERouter(TopKGraph):
         self.gater_out = nn.Linear(c.num_gater_hidden, c.num_experts)
         self.experts = nn.Linear(c.num_inputs, c.num_experts * c.expert_units)
         self.output = nn.Linear(c.num_experts * c.expert_units, c.num_outputs)
-        generator = generator or torch.Generator().manual_seed(0)
-        with torch.no_grad():
-            for layer in (self.gater_hidden, self.gater_out, self.experts, self.output):
-                bound = layer.in_features**-0.5
-                for param in (layer.weight, layer.bias):
-                    param.copy_((2 * torch.rand(param.shape, generator=generator) - 1) * bound)
+        init_fan_in_uniform((self.gater_hidden, self.gater_out, self.experts, self.output),
+                            generator or torch.Generator().manual_seed(0))
 
     def prepare(self, batch: tuple[torch.Tensor, ...]) -> PreparedBatch:
         """Gate logits (`B x 1 x E`), expert outputs `"experts"` (`B x E x U`), labels `"y"`."""
@@ -132,19 +130,6 @@ def example_images(
     return images[index], labels[index]
 
 
-def _option(options: dict[str, str], key: str, default: int) -> int:
-    if key not in options:
-        return default
-    raw = options.pop(key)
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"moe {key} must be int, got {raw!r}") from None
-    if value < 1:
-        raise ValueError(f"moe {key} must be >= 1, got {key}={value}")
-    return value
-
-
 def parse_moe_spec(
     options: Mapping[str, str],
     *,
@@ -184,14 +169,15 @@ def parse_moe_spec(
     if size not in ("tiny", "full"):
         raise ValueError(f"moe size must be tiny or full, got {size!r}")
     base = MoEConfig.full_size() if size == "full" else MoEConfig()
+    count = partial(pop_number, options, graph="moe", minimum=1)
     config = replace(
         base,
-        num_experts=_option(options, "experts", base.num_experts),
-        num_chosen=_option(options, "k", base.num_chosen),
-        num_gater_hidden=_option(options, "hidden", base.num_gater_hidden),
-        expert_units=_option(options, "block", base.expert_units),
+        num_experts=count("experts", base.num_experts),
+        num_chosen=count("k", base.num_chosen),
+        num_gater_hidden=count("hidden", base.num_gater_hidden),
+        expert_units=count("block", base.expert_units),
     )
-    batch_size = _option(options, "batch", 4)
+    batch_size = count("batch", 4)
     source = options.pop("data", "mnist")
     check_topk_sizes(config.num_experts, config.num_chosen)
     refusal = too_many_topk(1, config.num_experts, config.num_chosen, max_configurations)

@@ -24,8 +24,9 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from estimator_lab.graphs.base import GateFunction, GateTrace, PreparedBatch, StochasticGraph
-from estimator_lab.graphs.categorical import gumbel_noise
+from estimator_lab.graphs.base import PreparedBatch
+from estimator_lab.graphs.categorical import ClassGateGraph, gumbel_noise
+from estimator_lab.graphs.spec_options import pop_number, too_many_configurations
 
 MAX_CHOSEN = 6
 """The largest `k` a top-k gate takes: its log-probability sums `k!` (720) orderings."""
@@ -171,7 +172,7 @@ def relaxed_topk(scores: torch.Tensor, k: int, temperature: float) -> torch.Tens
     return total
 
 
-class TopKGraph(StochasticGraph):
+class TopKGraph(ClassGateGraph):
     """A `StochasticGraph` whose gates are `num_gates` top-k gates choosing `num_chosen` of
     `num_classes` classes.
 
@@ -201,16 +202,6 @@ class TopKGraph(StochasticGraph):
     def log_prob(self, logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
         """`log P(S)` summed over the `N` gates: `... x B x N x K` -> `... x B`."""
         return topk_log_prob(logits, masks, self.num_chosen).sum(-1)
-
-    def sample(
-        self, prepared: PreparedBatch, noise: torch.Tensor, gate_fn: GateFunction
-    ) -> GateTrace:
-        """Draws the masks with `gate_fn(0, logits, noise)` from `... x B x N x K` noise."""
-        logits = prepared.logits
-        if logits.dim() < noise.dim():
-            logits = logits.expand(noise.shape)
-        gates = gate_fn(0, logits, noise)
-        return GateTrace([logits], [gates], self.loss(prepared, gates))
 
     def gate_flip_losses(self, prepared: PreparedBatch, gates: torch.Tensor) -> torch.Tensor:
         """Not defined for top-k gates (a flip would break the k-hot constraint)."""
@@ -277,21 +268,6 @@ class TopKToy(TopKGraph):
         return (mean_value - self.target).square().mean(-1)
 
 
-def configuration_count(base: int, exponent: int) -> int | None:
-    """`base^exponent`, or `None` when it has more than 30 digits (never formed then).
-
-    The enumeration guards (`exact.topk.check_topk_enumerable`, the spec parsers) compare it
-    with their limit, so a spec like `n=1000000000` is refused at once.
-
-    Example:
-        >>> configuration_count(6, 2), configuration_count(10, 31)
-        (36, None)
-    """
-    if exponent * math.log10(max(base, 1)) > 30:
-        return None
-    return base**exponent
-
-
 def too_many_topk(num_gates: int, num_classes: int, num_chosen: int,
                   max_configurations: int) -> str | None:
     """Why `C(K, k)^N` configurations exceed `max_configurations` (one line), else `None`.
@@ -300,23 +276,11 @@ def too_many_topk(num_gates: int, num_classes: int, num_chosen: int,
         >>> too_many_topk(2, 4, 2, 100) is None
         True
     """
-    count = configuration_count(math.comb(num_classes, num_chosen), num_gates)
-    if count is not None and count <= max_configurations:
-        return None
-    shown = "" if count is None else f" = {count:,}"
-    return (f"{num_gates:,} top-{num_chosen} gates of {num_classes:,} classes make "
-            f"C({num_classes},{num_chosen})^{num_gates}{shown} configurations, more than the "
-            f"limit of {max_configurations:,} (use fewer gates or classes)")
-
-
-def _option(options: dict[str, str], key: str, default, kind):
-    if key not in options:
-        return default
-    raw = options.pop(key)
-    try:
-        return kind(raw)
-    except ValueError:
-        raise ValueError(f"topk-toy {key} must be {kind.__name__}, got {raw!r}") from None
+    return too_many_configurations(
+        f"{num_gates:,} top-{num_chosen} gates of {num_classes:,} classes",
+        math.comb(num_classes, num_chosen), f"C({num_classes},{num_chosen})", num_gates,
+        max_configurations,
+    )
 
 
 def parse_topk_toy(
@@ -347,13 +311,11 @@ def parse_topk_toy(
         (torch.Size([2, 4]), 36)
     """
     options = options if isinstance(options, dict) else dict(options)
-    n = _option(options, "n", 2, int)
-    classes = _option(options, "classes", 4, int)
-    k = _option(options, "k", 2, int)
-    target = _option(options, "t", 0.45, float)
-    batch_size = _option(options, "batch", 1, int)
-    if batch_size < 1:
-        raise ValueError(f"topk-toy batch must be >= 1, got batch={batch_size}")
+    n = pop_number(options, "n", 2, graph="topk-toy")
+    classes = pop_number(options, "classes", 4, graph="topk-toy")
+    k = pop_number(options, "k", 2, graph="topk-toy")
+    target = pop_number(options, "t", 0.45, float, graph="topk-toy")
+    batch_size = pop_number(options, "batch", 1, graph="topk-toy", minimum=1)
     if n < 1:
         raise ValueError(f"topk-toy needs n >= 1 gates, got n={n}")
     check_topk_sizes(classes, k)
