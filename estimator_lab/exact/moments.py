@@ -5,7 +5,9 @@ noise. Two cases are exact:
 
 - `discrete_noise` estimators depend on the noise only through the Bernoulli gates it implies:
   the integral is a finite sum over gate configurations (per gate-sample copy), each cell
-  represented by the midpoint of its noise interval, layer by layer.
+  represented by the midpoint of its noise interval, layer by layer. Gates of a `GateLaw`
+  (categorical, top-k: `copies x B x N x K` uniforms) are enumerated the same way, each cell
+  represented by the law's `cell_noise`.
 - Other single-layer estimators with at most `max_quadrature_dims` uniforms per example: a
   tensor-product Gauss-Legendre rule on `[0, 1]` split where the draw jumps, kinks or changes
   on a short scale (`estimator.quadrature_breakpoints`: `p_i` and `1 - p_i` by default), so
@@ -36,11 +38,14 @@ import torch
 
 from estimator_lab.exact.enumeration import (
     DEFAULT_MAX_CONFIGURATIONS,
+    GateLaw,
     check_enumerable,
     iter_configuration_chunks,
+    iter_law_chunks,
 )
 from estimator_lab.graphs.base import PreparedBatch, StochasticGraph
 from estimator_lab.montecarlo.engine import GATE_LOGITS, gradient_draws
+from estimator_lab.montecarlo.moments import Moments, merge_moments
 
 if TYPE_CHECKING:  # estimators import this module: only a type here
     from estimator_lab.estimators.base import GradientEstimator
@@ -77,12 +82,14 @@ def _example(batch: tuple[torch.Tensor, ...], j: int) -> tuple[torch.Tensor, ...
     return tuple(t[j : j + 1] for t in batch)
 
 
-def _copies(noise_shape: tuple[int, ...], num_gates: int) -> int:
-    if len(noise_shape) < 2 or noise_shape[-2:] != (1, num_gates):
+def _copies(noise_shape: tuple[int, ...], per_example: tuple[int, ...], layout: str) -> int:
+    """Gate samples per draw in noise of `noise_shape` laid out as `copies x 1 x per_example`."""
+    dims = len(per_example) + 1
+    if len(noise_shape) < dims or noise_shape[-dims:] != (1, *per_example):
         raise NotComputable(
-            f"noise of shape {noise_shape} is not laid out as copies x B x G for one example"
+            f"noise of shape {noise_shape} is not laid out as {layout} for one example"
         )
-    return math.prod(noise_shape[:-2])
+    return math.prod(noise_shape[:-dims])
 
 
 def _enumeration_atoms(
@@ -100,6 +107,25 @@ def _enumeration_atoms(
         noise.append(torch.where(layer_gates > 0, p / 2, (1 + p) / 2))
         log_weight = log_weight + torch.where(layer_gates > 0, p, 1 - p).log().sum((1, 2, 3))
     return torch.cat(noise, -1).detach(), log_weight.exp().detach()
+
+
+def law_atoms(law: GateLaw, logits: torch.Tensor, copies: int, chunk: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A noise point inside each configuration's cell, and the configuration's probability.
+
+    Args:
+        law: the gates' law.
+        logits: a one-example batch's `1 x N x K` logits.
+        copies: gate samples per draw.
+        chunk: a `C x (copies * N) x K` tensor of configurations of every copy's gates.
+
+    Returns:
+        `C x copies x 1 x N x K` uniforms whose gates are the configurations, and their `C`
+        probabilities.
+    """
+    logits = logits.detach()
+    gates = chunk.view(chunk.shape[0], copies, *logits.shape)  # C x copies x 1 x N x K
+    return law.cell_noise(logits, gates), law.log_prob(logits, gates).sum((1, 2, 3)).exp()
 
 
 def _gauss_legendre_cells(breakpoints: np.ndarray, points: int) -> tuple[np.ndarray, np.ndarray]:
@@ -144,6 +170,7 @@ def exact_moments(
     max_quadrature_dims: int = 2,
     quadrature_rtol: float = 1e-6,
     chunk_size: int = 2048,
+    law: GateLaw | None = None,
 ) -> ExactMoments:
     """The exact mean and per-coordinate variance of `estimator`'s draws on `graph`.
 
@@ -160,6 +187,8 @@ def exact_moments(
         quadrature_rtol: the accuracy a quadrature value must reach, relative to the largest
             magnitude of its tensor, to be labelled `"quadrature"`.
         chunk_size: noise atoms evaluated at once.
+        law: the law of a graph whose gates take `K`-dim values (categorical, top-k; see
+            `exact.categorical.exact_moments_for`): enumeration only; `None`, Bernoulli gates.
 
     Returns:
         an `ExactMoments` with `"gate_logits"` and each tracked parameter.
@@ -176,7 +205,7 @@ def exact_moments(
         _example_moments(
             graph, estimator, _example(batch, j), state=state, parameters=parameters,
             max_configurations=max_configurations, quadrature_points=quadrature_points,
-            max_quadrature_dims=max_quadrature_dims, chunk_size=chunk_size,
+            max_quadrature_dims=max_quadrature_dims, chunk_size=chunk_size, law=law,
         )
         for j in range(batch_size)
     ]
@@ -222,6 +251,7 @@ def _example_moments(
     quadrature_points: int,
     max_quadrature_dims: int,
     chunk_size: int,
+    law: GateLaw | None,
 ):
     """Mean and variance of the draws of a one-example batch, their error estimates, the
     method, and the atom count."""
@@ -229,19 +259,35 @@ def _example_moments(
         prepared = graph.prepare(example)
     noise_shape = tuple(estimator.noise_shape(graph, prepared))
     dtype, device = prepared.logits.dtype, prepared.logits.device
-    def moments(chunks):
+    def moments(chunks, merged=False):
         return _weighted_moments(graph, estimator, example, noise_shape, chunks, state=state,
-                                 parameters=parameters)
+                                 parameters=parameters, merged=merged)
 
-    if estimator.discrete_noise:
-        copies = _copies(noise_shape, graph.num_gates)
-        check_enumerable(copies * graph.num_gates, max_configurations)
-        mean, variance, atoms = moments(
-            _enumeration_atoms(graph, prepared, copies, configs)
-            for configs in iter_configuration_chunks(
-                copies * graph.num_gates, chunk_size, dtype=dtype, device=device
-            )
+    if law is not None and not estimator.discrete_noise:
+        raise NotComputable(
+            f"{estimator.name!r} depends on its noise beyond the {law.gates} it implies "
+            f"(discrete_noise=False): no exact enumeration of its moments"
         )
+    if estimator.discrete_noise:
+        if law is None:  # Bernoulli gates, layer by layer
+            copies = _copies(noise_shape, (graph.num_gates,), "copies x B x G")
+            check_enumerable(copies * graph.num_gates, max_configurations)
+            mean, variance, atoms = moments(
+                _enumeration_atoms(graph, prepared, copies, configs)
+                for configs in iter_configuration_chunks(
+                    copies * graph.num_gates, chunk_size, dtype=dtype, device=device
+                )
+            )
+        else:
+            copies = _copies(noise_shape, (graph.num_gates, graph.num_classes),
+                             "copies x B x N x K")
+            law.count(copies * graph.num_gates, max_configurations)
+            mean, variance, atoms = moments(
+                (law_atoms(law, prepared.logits, copies, configs)
+                 for configs in iter_law_chunks(law, copies * graph.num_gates, chunk_size,
+                                                dtype=dtype, device=device)),
+                merged=True,
+            )
         zeros = {name: torch.zeros_like(value) for name, value in mean.items()}
         return mean, variance, zeros, zeros, "enumeration", atoms
     dims = math.prod(noise_shape)
@@ -271,25 +317,45 @@ def _weighted_moments(
     *,
     state: Any,
     parameters: list[str] | None,
+    merged: bool = False,
 ):
     """Mean and variance of the draws over weighted noise atoms (weights summing to one), from
-    `chunks` of (`N x ...` noise, `N` weights), and the atom count."""
-    # Weighted sums of (g - shift) and (g - shift)^2, shifted by the first atom's draw so the
-    # variance of a nearly constant draw keeps its precision.
-    shift, first, second, atoms = {}, {}, {}, 0
+    `chunks` of (`N x ...` noise, `N` weights), and the atom count.
+
+    Two accumulations, equal up to rounding: by default, weighted sums of `g - shift` and
+    `(g - shift)^2`, shifted by the first atom's draw so the variance of a nearly constant draw
+    keeps its precision (the Bernoulli sweeps); `merged` (the sweeps of a `GateLaw`), each
+    chunk's weighted mean and centred sum of squares merged by Chan's rule with the chunk's
+    total probability as its count, a chunk of probability 0 skipped. Each sweep keeps its own,
+    so its results stay what they were, bit for bit.
+    """
+    sums, atoms = {}, 0
     for noise, weight in chunks:
         atoms += noise.shape[0]
+        total = float(weight.sum())
+        if merged and total == 0:  # configurations too improbable to matter
+            continue
         draws = gradient_draws(graph, estimator, example, noise.view(-1, *noise_shape),
                                state=state, parameters=parameters)
         for name, values in draws.items():
-            if name not in shift:
-                shift[name] = values[0].clone()
-                first[name] = torch.zeros_like(values[0])
-                second[name] = torch.zeros_like(values[0])
-            centred = values - shift[name]
             w = weight.view(-1, *[1] * (values.dim() - 1))
-            first[name] += (w * centred).sum(0)
-            second[name] += (w * centred.square()).sum(0)
-    mean = {name: shift[name] + first[name] for name in shift}
-    variance = {name: (second[name] - first[name].square()).clamp_min(0) for name in shift}
+            if merged:
+                mean = (w * values).sum(0) / total
+                part = Moments(total, mean, (w * (values - mean).square()).sum(0))
+                sums[name] = merge_moments(sums[name], part) if name in sums else part
+                continue
+            if name not in sums:
+                sums[name] = (values[0].clone(), torch.zeros_like(values[0]),
+                              torch.zeros_like(values[0]))
+            shift, first, second = sums[name]
+            centred = values - shift
+            first += (w * centred).sum(0)
+            second += (w * centred.square()).sum(0)
+    if merged:
+        mean = {name: m.mean for name, m in sums.items()}
+        variance = {name: (m.m2 / m.count).clamp_min(0) for name, m in sums.items()}
+    else:
+        mean = {name: shift + first for name, (shift, first, _) in sums.items()}
+        variance = {name: (second - first.square()).clamp_min(0)
+                    for name, (_, first, second) in sums.items()}
     return mean, variance, atoms
