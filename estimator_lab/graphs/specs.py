@@ -1,5 +1,6 @@
 """Small graphs by name: `toy:n=6,t=0.45`, `sbn:4-4-4`, `tiny-conditional:gates=12`,
-`cat-toy:n=3,k=4,t=0.45`, `binary-vae:latents=3,inputs=8`.
+`cat-toy:n=3,k=4,t=0.45`, `binary-vae:latents=3,inputs=8`, `topk-toy:n=2,classes=4,k=2`,
+`moe:experts=4,k=2`, `cat-vae:latents=2,classes=4`.
 
 A spec is `KIND[:ARGS]`, ARGS a comma-separated list of `key=value` (and, for `sbn`, the layer
 sizes joined by `-`). `build_problem(spec, seed=...)` returns the graph with its batch, ready
@@ -19,7 +20,7 @@ from estimator_lab.graphs.conditional import ConditionalConfig, ConditionalNetwo
 from estimator_lab.graphs.sbn import SigmoidBeliefNet
 from estimator_lab.graphs.toy import ToyGraph
 
-KINDS = ("toy", "sbn", "tiny-conditional", "cat-toy", "binary-vae")
+KINDS = ("toy", "sbn", "tiny-conditional", "cat-toy", "binary-vae", "topk-toy", "moe", "cat-vae")
 MAX_TINY_CONDITIONAL_GATES = 16
 
 
@@ -101,11 +102,21 @@ def build_problem(
         most 16 gates, on seeded MNIST validation images);
         `binary-vae:latents=3,inputs=8,hidden=4,batch=2` (a Bernoulli VAE, loss -ELBO, on
         seeded binary observations; `hidden=0`, the default, is the linear model).
+        Categorical gates: `cat-toy:n=3,k=4,t=0.45,batch=1` (`parse_cat_toy`);
+        `cat-vae:latents=4,classes=8,hidden=32,batch=4,data=mnist` (a categorical VAE on
+        binarised MNIST validation images, `data=synthetic` for seeded ones; at most 2^20
+        configurations; `parse_categorical_vae_spec`). Top-k gates:
+        `topk-toy:n=2,classes=4,k=2,t=0.45,batch=1` (`parse_topk_toy`);
+        `moe:experts=4,k=2,hidden=8,block=4,batch=4,size=tiny,data=mnist` (the mixture-of-
+        experts router on MNIST validation images; `size=full` starts from the paper-sized
+        router; `parse_moe_spec`).
 
     Raises:
         GraphSpecError: for an unknown kind, a malformed spec, unknown keys, a count below 1
             (gates, layer sizes, inputs, hidden units, batch), a number that is not finite, or
-            more gate configurations than `max_configurations` (checked before building).
+            more gate configurations than `max_configurations` (checked before building); for
+            the categorical and top-k kinds, whatever their parser refuses (`k` outside
+            `1 <= k < classes`, `classes < 2`, a non-integer, ...), in one line.
     """
     try:
         graph, batch = _build(spec, seed, data_path, max_configurations)
@@ -183,6 +194,20 @@ def _build(spec: str, seed: int, data_path: str | None, max_configurations: int)
         from estimator_lab.graphs.categorical import parse_cat_toy
 
         graph, batch = parse_cat_toy(options, seed=seed, max_configurations=max_configurations)
+    elif kind == "cat-vae":
+        from estimator_lab.graphs.categorical_vae import parse_categorical_vae_spec
+
+        graph, batch = parse_categorical_vae_spec(
+            options, seed=seed, max_configurations=max_configurations, data_path=data_path)
+    elif kind == "topk-toy":
+        from estimator_lab.graphs.topk import parse_topk_toy
+
+        graph, batch = parse_topk_toy(options, seed=seed, max_configurations=max_configurations)
+    elif kind == "moe":
+        from estimator_lab.graphs.moe import parse_moe_spec
+
+        graph, batch = parse_moe_spec(options, seed=seed, max_configurations=max_configurations,
+                                      data_path=data_path)
     else:
         raise GraphSpecError(f"unknown graph {kind!r} in spec {spec!r}; known: {', '.join(KINDS)}")
     if options or (positional and kind != "sbn"):

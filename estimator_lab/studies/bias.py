@@ -23,8 +23,9 @@ from estimator_lab.estimators.base import GradientEstimator
 from estimator_lab.estimators.prepare import prepare_estimator
 from estimator_lab.exact import EnumerationTooLarge, NotComputable
 
-# Dispatching on the graph's gates: Bernoulli graphs get `estimator_lab.exact.exact_gradient`
-# and `exact_moments` themselves, categorical graphs their categorical counterparts.
+# Dispatching on the graph's gates (`exact.categorical.gate_law`): Bernoulli graphs get
+# `estimator_lab.exact.exact_gradient` and `exact_moments` as before, categorical and top-k
+# graphs the same sweeps over the configurations of their gates' law.
 from estimator_lab.exact.categorical import exact_gradient_for as exact_gradient
 from estimator_lab.exact.categorical import exact_moments_for as exact_moments
 from estimator_lab.graphs.categorical import gate_distribution
@@ -47,8 +48,10 @@ class BiasConfig:
 
     Attributes:
         graph: a graph spec (`toy:n=4,t=0.45`, `sbn:4-4-4`, `tiny-conditional:gates=12`,
-            `cat-toy:n=3,k=4,t=0.45`).
-        estimators: registry names (of the categorical registry for a categorical graph).
+            `cat-toy:n=3,k=4,t=0.45`, `topk-toy:n=2,classes=4,k=2`, `moe:experts=4,k=2`, ...:
+            `graphs.specs.build_problem`).
+        estimators: registry names (of the categorical registry for a categorical graph, of
+            the top-k one for a top-k graph: `estimator_for`).
         draws: Monte Carlo draws per estimator.
         seed: seeds the graph and the noise.
         alpha: family-wise level (Holm over every coordinate of one estimator).
@@ -161,9 +164,7 @@ def run_bias(config: BiasConfig, out: str | Path, *, progress: bool = False) -> 
     manifest = run_manifest(
         seed=config.seed, device=describe_device(device),
         wall_time_s=time.perf_counter() - started, study="bias", config=asdict(config),
-        expected_loss=float(value), num_gates=graph.num_gates,
-        **({"num_classes": graph.num_classes} if gate_distribution(graph) == "categorical"
-           else {}),
+        expected_loss=float(value), num_gates=graph.num_gates, **_gate_sizes(graph),
     )
     with staged_directory(out) as stage:
         results.to_csv(stage / "results.csv", index=False)
@@ -173,6 +174,17 @@ def run_bias(config: BiasConfig, out: str | Path, *, progress: bool = False) -> 
                     "batch": [t.cpu() for t in batch]}, stage / "graph.pt")
         bias_report(config, results, summary, manifest).write(stage)
     return Path(out) / "report.md"
+
+
+def _gate_sizes(graph) -> dict[str, int]:
+    """The manifest's sizes of categorical gates (`num_classes`) and top-k gates (`num_classes`
+    and `num_chosen`); none for Bernoulli gates."""
+    distribution = gate_distribution(graph)
+    if distribution == "categorical":
+        return {"num_classes": graph.num_classes}
+    if distribution == "topk":
+        return {"num_classes": graph.num_classes, "num_chosen": graph.num_chosen}
+    return {}
 
 
 def bias_report(
@@ -189,9 +201,15 @@ def bias_report(
     ax.set_ylabel("gate logit coordinate")
     report = Report(f"Bias against the exact gradient: `{config.graph}`", manifest)
     gates, classes = manifest["num_gates"], manifest.get("num_classes")
-    configurations = (f"all 2^{gates} gate\nconfigurations" if classes is None else
-                      f"all {classes}^{gates} configurations of its\n{gates} categorical gates "
-                      f"of {classes} classes")
+    chosen = manifest.get("num_chosen")
+    if classes is None:
+        configurations = f"all 2^{gates} gate\nconfigurations"
+    elif chosen is None:
+        configurations = (f"all {classes}^{gates} configurations of its\n{gates} categorical "
+                          f"gates of {classes} classes")
+    else:
+        configurations = (f"all C({classes},{chosen})^{gates} configurations of its\n{gates} "
+                          f"top-{chosen} gates of {classes} classes")
     report.add_text(f"""
 **Question.** Which estimators are biased on `{config.graph}`, measured against the exact
 gradient of the expected loss (enumeration of {configurations}, float64)?

@@ -64,15 +64,22 @@ def get_categorical_estimator(name: str, **hyper) -> GradientEstimator:
 def estimator_for(name: str, distribution: str, **hyper) -> GradientEstimator:
     """The estimator `name` for a graph whose gates have `distribution`.
 
-    Bernoulli graphs (and any distribution but `"categorical"`) get `get_estimator(name)`,
-    exactly as before; categorical graphs get the categorical estimator of that name.
+    Bernoulli graphs (and any distribution but `"categorical"` and `"topk"`) get
+    `get_estimator(name)`, exactly as before; categorical graphs get the categorical estimator
+    of that name, top-k graphs the top-k one (`estimators.topk`).
 
     Example:
         >>> estimator_for("reinforce", "categorical").distribution
         'categorical'
+        >>> estimator_for("reinforce", "topk").distribution
+        'topk'
         >>> estimator_for("reinforce", "bernoulli").distribution
         'bernoulli'
     """
     if distribution == "categorical":
         return get_categorical_estimator(name, **hyper)
+    if distribution == "topk":
+        from estimator_lab.estimators.topk import get_topk_estimator
+
+        return get_topk_estimator(name, **hyper)
     return get_estimator(name, **hyper)
