@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
+from estimator_lab.atomic import atomic_write_bytes
 from estimator_lab.montecarlo.accumulators import MomentAccumulator
-from estimator_lab.reporting.files import atomic_write_bytes
 from estimator_lab.serialization import safe_load_dict
 
 FORMAT_VERSION = 1

@@ -1,5 +1,6 @@
 """Report writing: atomic files, manifests, Markdown, LaTeX and HTML tables, report builder."""
 
+from estimator_lab.atomic import atomic_write_bytes, atomic_write_text
 from estimator_lab.reporting.builder import (
     Report,
     ReportFigure,
@@ -7,7 +8,7 @@ from estimator_lab.reporting.builder import (
     figure_bytes,
     write_report_folder,
 )
-from estimator_lab.reporting.files import atomic_write_bytes, atomic_write_text, staged_directory
+from estimator_lab.reporting.files import staged_directory
 from estimator_lab.reporting.html import html_page, html_table, inline_html, markdown_to_html
 from estimator_lab.reporting.latex import latex_escape, latex_inline, latex_table
 from estimator_lab.reporting.manifest import git_revision, run_manifest

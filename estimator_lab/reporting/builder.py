@@ -29,7 +29,8 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
-from estimator_lab.reporting.files import atomic_write_bytes, atomic_write_text, staged_directory
+from estimator_lab.atomic import atomic_write_bytes, atomic_write_text
+from estimator_lab.reporting.files import staged_directory
 from estimator_lab.reporting.html import html_page, html_table, inline_html, markdown_to_html
 from estimator_lab.reporting.latex import latex_table
 from estimator_lab.reporting.markdown import markdown_table

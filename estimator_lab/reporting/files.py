@@ -12,67 +12,16 @@ import contextlib
 import fcntl
 import json
 import os
-import secrets
 import shutil
-import stat
 from collections.abc import Iterator
 from pathlib import Path
 
+from estimator_lab.atomic import file_mode, new_folder
 from estimator_lab.reporting.manifest import run_identity, utc_now
 
 
 class OutputFolderBusy(ValueError):
     """Another live run holds the writer's lock of a report folder; one line says which."""
-
-
-def _mode(path: Path) -> int:
-    return stat.S_IMODE(path.stat().st_mode)
-
-
-def _new_file(folder: Path, prefix: str) -> tuple[int, Path]:
-    # Like `tempfile.mkstemp` (O_EXCL, a random name) but created 0666 less the umask, as
-    # `open` would, not 0600.
-    while True:
-        candidate = folder / f"{prefix}{secrets.token_hex(8)}.tmp"
-        with contextlib.suppress(FileExistsError):
-            return os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), candidate
-
-
-def _new_folder(parent: Path, prefix: str) -> Path:
-    # Like `tempfile.mkdtemp` but created 0777 less the umask, as `mkdir` would, not 0700.
-    while True:
-        candidate = parent / f"{prefix}{secrets.token_hex(8)}"
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(candidate, 0o777)
-            return candidate
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Writes `data` to `path` through a temporary file in the same folder and `os.replace`.
-
-    A new file gets the mode `open` would give it; an existing file keeps its mode.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _new_file(path.parent, f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            if path.exists():
-                os.fchmod(handle.fileno(), _mode(path))
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """`atomic_write_bytes` for UTF-8 text."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def check_output_folder(path: str | Path) -> Path:
@@ -199,8 +148,8 @@ def _swap_into_place(stage: Path, path: Path) -> None:
     if not (path.exists() or path.is_symlink()):
         os.replace(stage, path)
         return
-    os.chmod(stage, _mode(path))
-    aside = _new_folder(path.parent, f".{path.name}.old-")
+    os.chmod(stage, file_mode(path))
+    aside = new_folder(path.parent, f".{path.name}.old-")
     try:
         os.replace(path, aside / path.name)
     except BaseException:
@@ -251,7 +200,7 @@ def staged_directory(path: str | Path) -> Iterator[Path]:
     """
     with claim_output_folder(path) as path:
         _clear_dead_writers(path)
-        stage = _new_folder(path.parent, f".{path.name}.staging-")
+        stage = new_folder(path.parent, f".{path.name}.staging-")
         try:
             yield stage
             _swap_into_place(stage, path)
