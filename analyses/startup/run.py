@@ -98,8 +98,8 @@ def report(summary: list[dict], manifest: dict) -> str:
         "",
         f"**Answer.** `estimator-lab --help` takes {help_ratio:.2f} of `import torch`'s median "
         f"time: it {verdict} the target of 0.25. `estimators` imports the estimator registry, "
-        "whose modules import torch, so it costs about `import torch` plus the listing; so does "
-        "`train --help` while `estimator_lab/train/__init__.py` imports the training loop.", "",
+        "whose modules import torch, so it costs about `import torch` plus the listing; every "
+        "`COMMAND --help` and argument error answers before torch is imported.", "",
         "```", f"python analyses/startup/run.py --repeats {summary[0]['runs']} --out DIR", "```",
         "",
     ]
