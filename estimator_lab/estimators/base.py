@@ -80,6 +80,25 @@ class GradientEstimator:
         """The initial state (`None` for stateless estimators)."""
         return None
 
+    def check_graph(self, graph: StochasticGraph) -> None:
+        """Raises `ValueError` for a graph whose gates the estimator does not take (the
+        categorical and top-k bases refuse other gates; by default every graph is taken)."""
+
+    def hard_sample(
+        self, graph: StochasticGraph, prepared: PreparedBatch, noise: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The losses at the hard gates drawn from `noise` and those gates' log-probability.
+
+        By default the gates are Bernoulli, `b = 1[u < p]` on every layer (`trace_log_prob`);
+        the categorical and top-k bases draw their own. Score-function estimators weight the
+        log-probability.
+
+        Returns:
+            two `... x B` tensors, `L(b)` and `log P(b)`, both with their autograd graphs.
+        """
+        trace = graph.sample(prepared, noise, hard_bernoulli)
+        return trace.losses, trace_log_prob(trace)
+
     def surrogate(
         self, graph: StochasticGraph, prepared: PreparedBatch, noise: torch.Tensor, state: Any
     ) -> torch.Tensor:
@@ -103,7 +122,31 @@ class GradientEstimator:
         return f"{type(self).__name__}()"
 
 
+class GateEstimator(GradientEstimator):
+    """Base of the estimators that differ only in the gate they put into the graph.
 
+    The surrogate is the mean loss of `graph.sample` with every gate layer drawn by `gate`:
+    the gate's value is what the loss sees (a hard sample, or a relaxed one) and its derivative
+    with respect to the logits is the estimator's backward rule (`straight_through` for the
+    forms that forward a hard sample). Parameters the loss touches directly get the pathwise
+    gradient at those gate values.
+    """
+
+    def gate(
+        self, graph: StochasticGraph, logits: torch.Tensor, noise: torch.Tensor
+    ) -> torch.Tensor:
+        """One gate layer's values, differentiable in `logits`, from its logits and noise."""
+        raise NotImplementedError
+
+    def surrogate(
+        self, graph: StochasticGraph, prepared: PreparedBatch, noise: torch.Tensor, state: Any
+    ) -> torch.Tensor:
+        self.check_graph(graph)
+
+        def gate(layer: int, logits: torch.Tensor, layer_noise: torch.Tensor) -> torch.Tensor:
+            return self.gate(graph, logits, layer_noise)
+
+        return graph.sample(prepared, noise, gate).losses.mean()
 
 
 class TemperatureEstimator(GradientEstimator):
@@ -116,6 +159,25 @@ class TemperatureEstimator(GradientEstimator):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(temperature={self.temperature})"
+
+
+def straight_through(value: torch.Tensor, smooth: torch.Tensor) -> torch.Tensor:
+    """`value + (smooth - stopgrad(smooth))`: the value of `value`, the gradient of `smooth`.
+
+    Example:
+        >>> a = torch.tensor(0.3, requires_grad=True)
+        >>> h = straight_through(torch.tensor(1.0), 2 * a)
+        >>> h.item(), torch.autograd.grad(h, a)[0].item()
+        (1.0, 2.0)
+    """
+    return value + (smooth - smooth.detach())
+
+
+def check_num_samples(estimator: GradientEstimator, num_samples: int, minimum: int) -> int:
+    """`num_samples` as an `int`, or `ValueError` unless it is a whole number `>= minimum`."""
+    if int(num_samples) != num_samples or num_samples < minimum:
+        raise ValueError(f"{estimator.name} needs num_samples >= {minimum}, got {num_samples}")
+    return int(num_samples)
 
 
 def trace_log_prob(trace: GateTrace) -> torch.Tensor:

@@ -102,26 +102,75 @@ def _ratio(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class EmaState:
-    """Moving sums of an `EmaBaseline`.
+class RatioState:
+    """Moving averages of the numerator and denominator of a `MovingRatioBaseline`.
 
     Attributes:
-        total: a 0-dim tensor, `sum_t (1 - d) d^(T - t) x_t` over the draws seen.
-        weight: a 0-dim tensor, `sum_t (1 - d) d^(T - t) = 1 - d^T` (0 before any draw).
+        numerator: the moving average of the numerator: a `G` tensor of
+            `mean_j (b_ji - p_ji)^2 L_j` (`OptimalBaseline`), or a 0-dim tensor of the
+            batch-mean loss (`EmaBaseline`).
+        denominator: the moving average of the denominator, shaped like `numerator`:
+            `mean_j (b_ji - p_ji)^2`, or the constant 1 (so `1 - d^T` after `T` draws).
     """
 
-    total: torch.Tensor
-    weight: torch.Tensor
+    numerator: torch.Tensor
+    denominator: torch.Tensor
 
 
-class EmaBaseline(Baseline):
+class MovingRatioBaseline(Baseline):
+    """`c = ` the ratio of moving averages (decay `d`) of a numerator and a denominator.
+
+    Each draw gives values `(x_t, w_t)` (`observe`); after `T` draws the state holds
+    `sum_t (1 - d) d^(T - t) x_t` and `sum_t (1 - d) d^(T - t) w_t`, and `c` is their ratio
+    (0 before any draw). Subclasses define `unit_shape` and `observe`.
+
+    Args:
+        decay: `d` in `[0, 1)`.
+    """
+
+    def __init__(self, decay: float) -> None:
+        self.decay = _check_decay(decay)
+
+    def unit_shape(self, graph: StochasticGraph) -> tuple[int, ...]:
+        """The shape of `c` (and of both averages) for `graph`."""
+        raise NotImplementedError
+
+    def observe(
+        self, losses: torch.Tensor, gates: torch.Tensor, probs: torch.Tensor, like: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | float]:
+        """One draw's numerator and denominator values (`Baseline.update`'s arguments), in
+        the dtype and on the device of `like`."""
+        raise NotImplementedError
+
+    def init(self, graph: StochasticGraph) -> RatioState:
+        zero = torch.zeros(self.unit_shape(graph), **_float_options(graph))
+        return RatioState(numerator=zero, denominator=zero.clone())
+
+    def value(self, state: RatioState) -> torch.Tensor:
+        return _ratio(state.numerator, state.denominator)
+
+    @torch.no_grad()
+    def update(self, state, losses, gates, probs) -> RatioState:
+        numerator, denominator = self.observe(losses, gates, probs, state.numerator)
+        d = self.decay
+        return RatioState(
+            numerator=d * state.numerator + (1 - d) * numerator,
+            denominator=d * state.denominator + (1 - d) * denominator,
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(decay={self.decay})"
+
+
+class EmaBaseline(MovingRatioBaseline):
     """`c = ` the exponential moving average of the batch-mean loss, one value for all gates.
 
     After `T` draws with batch-mean losses `x_1 .. x_T`, `c = sum_t d^(T-t) x_t / sum_t d^(T-t)`
     (the bias-corrected average of Adam, so the first draw is weighted fully instead of being
-    shrunk towards zero); before any draw `c = 0` and the estimator is plain REINFORCE. An
-    average of i.i.d. values with variance `s^2` has variance `s^2 (1 - d) / (1 + d)` in the
-    long run: an effective sample size of `(1 + d) / (1 - d)` draws (19 for `d = 0.9`).
+    shrunk towards zero): the moving average of `x_t` over that of 1. Before any draw `c = 0`
+    and the estimator is plain REINFORCE. An average of i.i.d. values with variance `s^2` has
+    variance `s^2 (1 - d) / (1 + d)` in the long run: an effective sample size of
+    `(1 + d) / (1 - d)` draws (19 for `d = 0.9`).
 
     A per-gate moving average of the unweighted loss would hold the same number for every gate
     (all gates of an example see the same loss), so this baseline is a single value; per-gate
@@ -132,41 +181,16 @@ class EmaBaseline(Baseline):
     """
 
     def __init__(self, decay: float = 0.9) -> None:
-        self.decay = _check_decay(decay)
+        super().__init__(decay)
 
-    def init(self, graph: StochasticGraph) -> EmaState:
-        zero = torch.zeros((), **_float_options(graph))
-        return EmaState(total=zero, weight=zero.clone())
+    def unit_shape(self, graph: StochasticGraph) -> tuple[int, ...]:
+        return ()
 
-    def value(self, state: EmaState) -> torch.Tensor:
-        return _ratio(state.total, state.weight)
-
-    @torch.no_grad()
-    def update(self, state, losses, gates, probs) -> EmaState:
-        d = self.decay
-        return EmaState(
-            total=d * state.total + (1 - d) * losses.detach().mean().to(state.total),
-            weight=d * state.weight + (1 - d),
-        )
-
-    def __repr__(self) -> str:
-        return f"EmaBaseline(decay={self.decay})"
+    def observe(self, losses, gates, probs, like) -> tuple[torch.Tensor, float]:
+        return losses.detach().mean().to(like), 1
 
 
-@dataclass(frozen=True)
-class RatioState:
-    """Moving averages of the numerator and denominator of Eq. 10, per gate.
-
-    Attributes:
-        numerator: a `G` tensor, the moving average of `mean_j (b_ji - p_ji)^2 L_j`.
-        denominator: a `G` tensor, the moving average of `mean_j (b_ji - p_ji)^2`.
-    """
-
-    numerator: torch.Tensor
-    denominator: torch.Tensor
-
-
-class OptimalBaseline(Baseline):
+class OptimalBaseline(MovingRatioBaseline):
     """Paper Eq. 10 per gate, `c_i = E[(b_i - p_i)^2 L] / E[(b_i - p_i)^2]`, by moving averages.
 
     A unit is a gate index `i` (every layer's gates, concatenated), shared by the examples of
@@ -188,27 +212,17 @@ class OptimalBaseline(Baseline):
     """
 
     def __init__(self, decay: float = 0.99) -> None:
-        self.decay = _check_decay(decay)
+        super().__init__(decay)
 
-    def init(self, graph: StochasticGraph) -> RatioState:
-        zero = torch.zeros(graph.num_gates, **_float_options(graph))
-        return RatioState(numerator=zero, denominator=zero.clone())
+    def unit_shape(self, graph: StochasticGraph) -> tuple[int, ...]:
+        return (graph.num_gates,)
 
-    def value(self, state: RatioState) -> torch.Tensor:
-        return _ratio(state.numerator, state.denominator)
-
-    @torch.no_grad()
-    def update(self, state, losses, gates, probs) -> RatioState:
-        d = self.decay
-        weights = (gates - probs).detach().square().to(state.numerator)  # B x G
-        numerator = (weights * losses.detach().to(weights).unsqueeze(-1)).mean(0)
-        return RatioState(
-            numerator=d * state.numerator + (1 - d) * numerator,
-            denominator=d * state.denominator + (1 - d) * weights.mean(0),
-        )
-
-    def __repr__(self) -> str:
-        return f"OptimalBaseline(decay={self.decay})"
+    def observe(self, losses, gates, probs, like) -> tuple[torch.Tensor, torch.Tensor]:
+        """`mean_j (b_j - p_j)^2 L_j` and `mean_j (b_j - p_j)^2` over the `B` examples, for
+        gates and probabilities of shape `B x unit_shape`."""
+        weights = (gates - probs).detach().square().to(like)  # B x units
+        per_example = losses.detach().to(weights).reshape(-1, *(1,) * (weights.dim() - 1))
+        return (weights * per_example).mean(0), weights.mean(0)
 
 
 @dataclass(frozen=True)

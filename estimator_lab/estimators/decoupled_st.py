@@ -3,18 +3,16 @@ temperatures for Bernoulli gates."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
-from estimator_lab.estimators.base import GradientEstimator, bernoulli_gates
+from estimator_lab.estimators.base import GateEstimator, bernoulli_gates, straight_through
 from estimator_lab.estimators.gumbel import concrete_gates
 from estimator_lab.estimators.registry import register_estimator
-from estimator_lab.graphs.base import PreparedBatch, StochasticGraph
+from estimator_lab.graphs.base import StochasticGraph
 
 
 @register_estimator("decoupled-st")
-class DecoupledST(GradientEstimator):
+class DecoupledST(GateEstimator):
     """Straight-through Gumbel with a forward temperature `tau_f` and a backward one `tau_b`.
 
     With logistic noise `l = log(1 - u) - log u` (the `gumbel` module's convention), the forward
@@ -59,15 +57,12 @@ class DecoupledST(GradientEstimator):
         self.forward_temperature = float(forward_temperature)
         self.backward_temperature = float(backward_temperature)
 
-    def surrogate(
-        self, graph: StochasticGraph, prepared: PreparedBatch, noise: torch.Tensor, state: Any
+    def gate(
+        self, graph: StochasticGraph, logits: torch.Tensor, noise: torch.Tensor
     ) -> torch.Tensor:
-        def gate(layer: int, logits: torch.Tensor, layer_noise: torch.Tensor) -> torch.Tensor:
-            scaled = logits / self.forward_temperature
-            relaxed = concrete_gates(scaled, layer_noise, self.backward_temperature)
-            return bernoulli_gates(scaled.detach(), layer_noise) + (relaxed - relaxed.detach())
-
-        return graph.sample(prepared, noise, gate).losses.mean()
+        scaled = logits / self.forward_temperature
+        relaxed = concrete_gates(scaled, noise, self.backward_temperature)
+        return straight_through(bernoulli_gates(scaled.detach(), noise), relaxed)
 
     def __repr__(self) -> str:
         return (f"DecoupledST(forward_temperature={self.forward_temperature}, "

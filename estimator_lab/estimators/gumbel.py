@@ -8,17 +8,35 @@ Conventions, per gate with `p = sigmoid(a)` and one uniform `u`:
   `st`, `st-sigmoid` and `reinforce` draw from the same noise (common random numbers).
 - The relaxed gate is `s = sigmoid((a + l) / tau)`; as `tau -> 0` it tends to `b` for every
   `u` with `a + l != 0`, and `|s - b| <= exp(-|a + l| / tau)`.
+
+Example: one gate at `a = 0` with `u = 0.25` and `tau = 0.5`, so `b = 1` and
+`s = sigmoid(2 log 3) = 0.9`; on `L = (h - t)^2` `gumbel` differentiates at `s`, `st-gumbel`
+at `b`, both through `ds/da = s (1 - s) / tau`:
+
+    >>> from estimator_lab.graphs.toy import ToyGraph
+    >>> toy = ToyGraph([0.0], target=0.45)
+    >>> prepared = toy.prepare(toy.example_batch())
+    >>> def draw(estimator):
+    ...     s = estimator.surrogate(toy, prepared, torch.tensor([[0.25]]), None)
+    ...     return torch.autograd.grad(s, toy.theta)[0]
+    >>> draw(Gumbel(0.5))  # 2 (0.9 - t) 0.9 (1 - 0.9) / 0.5
+    tensor([0.1620], dtype=torch.float64)
+    >>> draw(StraightThroughGumbel(0.5))  # 2 (1 - t) 0.9 (1 - 0.9) / 0.5
+    tensor([0.1980], dtype=torch.float64)
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
-from estimator_lab.estimators.base import TemperatureEstimator, bernoulli_gates
+from estimator_lab.estimators.base import (
+    GateEstimator,
+    TemperatureEstimator,
+    bernoulli_gates,
+    straight_through,
+)
 from estimator_lab.estimators.registry import register_estimator
-from estimator_lab.graphs.base import PreparedBatch, StochasticGraph
+from estimator_lab.graphs.base import StochasticGraph
 
 
 def logistic_noise(noise: torch.Tensor) -> torch.Tensor:
@@ -46,7 +64,7 @@ def concrete_gates(logits: torch.Tensor, noise: torch.Tensor, temperature: float
     return torch.sigmoid((logits + logistic_noise(noise)) / temperature)
 
 
-class _Relaxed(TemperatureEstimator):
+class _Relaxed(TemperatureEstimator, GateEstimator):
     """Shared flags of the two Concrete estimators."""
 
     is_unbiased = False
@@ -88,31 +106,21 @@ class Gumbel(_Relaxed):
     evaluated at relaxed gates in `(0, 1)`, where the graph was never meant to be evaluated
     (`distribution = "bernoulli"`, `is_unbiased = False`). It is the unbiased pathwise gradient
     of a different objective, `E[L(s)]` under the Concrete distribution, which this flag does
-    not claim. The bias vanishes as `tau -> 0`, where the variance grows like `1 / tau`.
+    not claim. The bias vanishes as `tau -> 0`, where the variance grows like `1 / tau`. The
+    module docstring has an example, beside `st-gumbel` on the same draw.
 
     Args:
         temperature: `tau > 0` (default 1).
-
-    Example:
-        >>> from estimator_lab.graphs.toy import ToyGraph
-        >>> toy = ToyGraph([0.0], target=0.45)
-        >>> prepared = toy.prepare(toy.example_batch())
-        >>> s = Gumbel(0.5).surrogate(toy, prepared, torch.tensor([[0.25]]), None)
-        >>> torch.autograd.grad(s, toy.theta)[0]  # 2 (0.9 - t) 0.9 (1 - 0.9) / 0.5
-        tensor([0.1620], dtype=torch.float64)
 
     References:
         Maddison, Mnih, Teh (2017), "The Concrete distribution"; Jang, Gu, Poole (2017),
         "Categorical reparameterization with Gumbel-softmax", ICLR.
     """
 
-    def surrogate(
-        self, graph: StochasticGraph, prepared: PreparedBatch, noise: torch.Tensor, state: Any
+    def gate(
+        self, graph: StochasticGraph, logits: torch.Tensor, noise: torch.Tensor
     ) -> torch.Tensor:
-        def gate(layer: int, logits: torch.Tensor, layer_noise: torch.Tensor) -> torch.Tensor:
-            return concrete_gates(logits, layer_noise, self.temperature)
-
-        return graph.sample(prepared, noise, gate).losses.mean()
+        return concrete_gates(logits, noise, self.temperature)
 
 
 @register_estimator("st-gumbel")
@@ -122,30 +130,19 @@ class StraightThroughGumbel(_Relaxed):
     The gate enters the loss as `b + (s - stopgrad(s))` with `s = sigmoid((a + l) / tau)`: its
     value is exactly `b` (the same gates as `st` under the same noise) and the gate logits get
     `dL/db (b) s (1 - s) / tau`. Biased for the Bernoulli objective, like `st`; its draw
-    depends on `u` beyond the gate it implies, so `discrete_noise` is False.
+    depends on `u` beyond the gate it implies, so `discrete_noise` is False. The module
+    docstring has an example, beside `gumbel` on the same draw.
 
     Args:
         temperature: `tau > 0` (default 1).
-
-    Example:
-        >>> from estimator_lab.graphs.toy import ToyGraph
-        >>> toy = ToyGraph([0.0], target=0.45)
-        >>> prepared = toy.prepare(toy.example_batch())
-        >>> est = StraightThroughGumbel(0.5)
-        >>> s = est.surrogate(toy, prepared, torch.tensor([[0.25]]), None)
-        >>> torch.autograd.grad(s, toy.theta)[0]  # 2 (1 - t) 0.9 (1 - 0.9) / 0.5
-        tensor([0.1980], dtype=torch.float64)
 
     References:
         Jang, Gu, Poole (2017), "Categorical reparameterization with Gumbel-softmax", ICLR
         (the straight-through variant); Bengio, Léonard, Courville (2013), section 4.
     """
 
-    def surrogate(
-        self, graph: StochasticGraph, prepared: PreparedBatch, noise: torch.Tensor, state: Any
+    def gate(
+        self, graph: StochasticGraph, logits: torch.Tensor, noise: torch.Tensor
     ) -> torch.Tensor:
-        def gate(layer: int, logits: torch.Tensor, layer_noise: torch.Tensor) -> torch.Tensor:
-            relaxed = concrete_gates(logits, layer_noise, self.temperature)
-            return bernoulli_gates(logits.detach(), layer_noise) + (relaxed - relaxed.detach())
-
-        return graph.sample(prepared, noise, gate).losses.mean()
+        relaxed = concrete_gates(logits, noise, self.temperature)
+        return straight_through(bernoulli_gates(logits.detach(), noise), relaxed)

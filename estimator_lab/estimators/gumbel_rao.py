@@ -17,7 +17,9 @@ import torch
 from estimator_lab.estimators.base import (
     TemperatureEstimator,
     bernoulli_gates,
+    check_num_samples,
     require_single_layer,
+    straight_through,
 )
 from estimator_lab.estimators.categorical.gumbel import (
     fixed_conditional_scores,
@@ -86,9 +88,7 @@ class BinaryGumbelRao(TemperatureEstimator):
 
     def __init__(self, temperature: float = 1.0, num_samples: int = 10) -> None:
         super().__init__(temperature)
-        if int(num_samples) != num_samples or num_samples < 1:
-            raise ValueError(f"gumbel-rao needs num_samples >= 1, got {num_samples}")
-        self.num_samples = int(num_samples)
+        self.num_samples = check_num_samples(self, num_samples, 1)
 
     def noise_shape(self, graph: StochasticGraph, prepared: PreparedBatch) -> tuple[int, ...]:
         """`(1 + 2M) x B x G`: the gates' uniforms, then `M` pairs."""
@@ -103,7 +103,7 @@ class BinaryGumbelRao(TemperatureEstimator):
         def gate(layer: int, logits: torch.Tensor, layer_noise: torch.Tensor) -> torch.Tensor:
             hard = bernoulli_gates(logits.detach(), layer_noise)
             soft = binary_gumbel_rao_relaxation(logits, hard, pairs, self.temperature)
-            return hard + (soft - soft.detach())
+            return straight_through(hard, soft)
 
         return graph.sample(prepared, noise[0], gate).losses.mean()
 

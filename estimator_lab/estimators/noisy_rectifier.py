@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
-from estimator_lab.estimators.base import GradientEstimator
+from estimator_lab.estimators.base import GateEstimator
 from estimator_lab.estimators.gumbel import logistic_noise
 from estimator_lab.estimators.registry import register_estimator
-from estimator_lab.graphs.base import PreparedBatch, StochasticGraph
+from estimator_lab.graphs.base import StochasticGraph
 
 NOISES = ("gaussian", "logistic")
 
@@ -42,7 +40,7 @@ def rectifier_noise(noise: torch.Tensor, kind: str, sigma: float) -> torch.Tenso
 
 
 @register_estimator("noisy-rectifier")
-class NoisyRectifier(GradientEstimator):
+class NoisyRectifier(GateEstimator):
     """The noisy rectifier gate `h = max(0, a + z)` with the pathwise gradient.
 
     The gate distribution is its own (`distribution = "noisy-rectifier"`): `h` is zero with
@@ -101,10 +99,7 @@ class NoisyRectifier(GradientEstimator):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(noise={self.noise!r}, sigma={self.sigma})"
 
-    def surrogate(
-        self, graph: StochasticGraph, prepared: PreparedBatch, noise: torch.Tensor, state: Any
+    def gate(
+        self, graph: StochasticGraph, logits: torch.Tensor, noise: torch.Tensor
     ) -> torch.Tensor:
-        def gate(layer: int, logits: torch.Tensor, layer_noise: torch.Tensor) -> torch.Tensor:
-            return torch.relu(logits + rectifier_noise(layer_noise, self.noise, self.sigma))
-
-        return graph.sample(prepared, noise, gate).losses.mean()
+        return torch.relu(logits + rectifier_noise(noise, self.noise, self.sigma))

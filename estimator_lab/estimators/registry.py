@@ -1,4 +1,5 @@
-"""Registry of estimators by name, with plugin discovery through entry points.
+"""Registries of estimators by name (`EstimatorRegistry`), with plugin discovery through entry
+points for the Bernoulli one (`register_estimator`, `get_estimator`, `available`).
 
 Plugins register a `GradientEstimator` subclass under the `estimator_lab.estimators` entry-point
 group (`name = "package.module:Class"`) or call `register_estimator(name)` at import time.
@@ -15,56 +16,98 @@ from importlib.metadata import entry_points
 from estimator_lab.estimators.base import GradientEstimator
 
 ENTRY_POINT_GROUP = "estimator_lab.estimators"
-_REGISTRY: dict[str, type[GradientEstimator]] = {}
 
 
-def register_estimator(
-    name: str,
-) -> Callable[[type[GradientEstimator]], type[GradientEstimator]]:
-    """Class decorator that registers an estimator under `name` and sets its `name` flag.
+class EstimatorRegistry:
+    """Estimator classes by name, for one gate distribution.
 
-    Raises:
-        ValueError: if `name` is taken by another class.
+    Args:
+        distribution: the `distribution` flag every registered class must have, or `None` for
+            the Bernoulli registry, which takes any `GradientEstimator` (its classes include the
+            STS, noisy-rectifier and Concrete gates).
+        label: how messages name its estimators (`"categorical"`, `"top-k"`; `""` for the
+            Bernoulli registry).
+        entry_point_group: the entry-point group plugins are loaded from (`None`: none).
+
+    Example:
+        >>> registry = EstimatorRegistry("categorical", "categorical")
+        >>> registry.available()
+        []
     """
 
-    def decorate(cls: type[GradientEstimator]) -> type[GradientEstimator]:
-        if not issubclass(cls, GradientEstimator):
-            raise TypeError(f"{cls.__name__} must subclass GradientEstimator")
-        known = _REGISTRY.get(name)
-        if known is not None and known is not cls:
-            raise ValueError(f"estimator name {name!r} is taken by {known.__qualname__}")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
+    def __init__(
+        self,
+        distribution: str | None = None,
+        label: str = "",
+        entry_point_group: str | None = None,
+    ) -> None:
+        self.distribution = distribution
+        self.label = label
+        self.entry_point_group = entry_point_group
+        self._classes: dict[str, type[GradientEstimator]] = {}
 
-    return decorate
+    def register(self, name: str) -> Callable[[type[GradientEstimator]], type[GradientEstimator]]:
+        """Class decorator that registers an estimator under `name` and sets its `name` flag.
+
+        Raises:
+            TypeError: for a class that is not a `GradientEstimator` (of the registry's
+                `distribution`, where it has one).
+            ValueError: if `name` is taken by another class.
+        """
+
+        def decorate(cls: type[GradientEstimator]) -> type[GradientEstimator]:
+            if self.distribution is None:
+                need = "subclass GradientEstimator"
+            else:
+                need = f"be a GradientEstimator with distribution = {self.distribution!r}"
+            if not issubclass(cls, GradientEstimator) or (
+                self.distribution is not None and cls.distribution != self.distribution
+            ):
+                raise TypeError(f"{cls.__name__} must {need}")
+            known = self._classes.get(name)
+            if known is not None and known is not cls:
+                kind = f"{self.label} estimator" if self.label else "estimator"
+                raise ValueError(f"{kind} name {name!r} is taken by {known.__qualname__}")
+            cls.name = name
+            self._classes[name] = cls
+            return cls
+
+        return decorate
+
+    def _load_plugins(self) -> None:
+        if self.entry_point_group is None:
+            return
+        for entry in entry_points(group=self.entry_point_group):
+            if entry.name not in self._classes:
+                self.register(entry.name)(entry.load())
+
+    def available(self) -> list[str]:
+        """Sorted names of the registered (built-in and plugin) estimators."""
+        self._load_plugins()
+        return sorted(self._classes)
+
+    def get(self, name: str, **hyper) -> GradientEstimator:
+        """A new estimator by registry name, built with its hyper-parameters.
+
+        Raises:
+            KeyError: for an unknown name, listing the closest registered names.
+        """
+        if name not in self._classes:
+            self._load_plugins()
+        if name not in self._classes:
+            close = difflib.get_close_matches(name, list(self._classes), n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            names = ", ".join(self.available())
+            if self.label:
+                raise KeyError(f"no {self.label} estimator {name!r}{hint} ({self.label}: {names})")
+            raise KeyError(f"unknown estimator {name!r}{hint} (available: {names})")
+        return self._classes[name](**hyper)
 
 
-def _load_plugins() -> None:
-    for entry in entry_points(group=ENTRY_POINT_GROUP):
-        if entry.name not in _REGISTRY:
-            register_estimator(entry.name)(entry.load())
-
-
-def available() -> list[str]:
-    """Sorted names of the built-in and plugin estimators."""
-    _load_plugins()
-    return sorted(_REGISTRY)
-
-
-def get_estimator(name: str, **hyper) -> GradientEstimator:
-    """A new estimator by registry name, built with its hyper-parameters.
-
-    Raises:
-        KeyError: for an unknown name, listing the closest registered names.
-    """
-    if name not in _REGISTRY:
-        _load_plugins()
-    if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise KeyError(f"unknown estimator {name!r}{hint} (available: {', '.join(available())})")
-    return _REGISTRY[name](**hyper)
+_BERNOULLI = EstimatorRegistry(entry_point_group=ENTRY_POINT_GROUP)
+register_estimator = _BERNOULLI.register
+available = _BERNOULLI.available
+get_estimator = _BERNOULLI.get
 
 
 _SECTION = re.compile(r"^[A-Z][A-Za-z ]*:$")

@@ -6,13 +6,38 @@ from typing import Any
 
 import torch
 
-from estimator_lab.estimators.base import GradientEstimator, hard_bernoulli, trace_log_prob
+from estimator_lab.estimators.base import GradientEstimator
 from estimator_lab.estimators.registry import register_estimator
 from estimator_lab.graphs.base import PreparedBatch, StochasticGraph
 
 
+class ScoreFunction(GradientEstimator):
+    """The score-function surrogate of REINFORCE and RLOO, for the gates of any distribution.
+
+    With the losses `L` and log-probabilities `log P` of `hard_sample` (per example, over any
+    leading sample dims), the surrogate is `mean [L + stopgrad(w) log P]` with the weights
+    `w = centred(L)` (`L` itself for plain REINFORCE): its value is the mean loss, the logits
+    get the score term `w d log P / d logits`, and every parameter the loss touches directly
+    its pathwise gradient at the sampled gates.
+    """
+
+    is_unbiased = True
+    discrete_noise = True
+
+    def centred(self, losses: torch.Tensor) -> torch.Tensor:
+        """The detached weights of the score terms (by default the losses themselves)."""
+        return losses.detach()
+
+    def surrogate(
+        self, graph: StochasticGraph, prepared: PreparedBatch, noise: torch.Tensor, state: Any
+    ) -> torch.Tensor:
+        self.check_graph(graph)
+        losses, log_prob = self.hard_sample(graph, prepared, noise)
+        return (losses + self.centred(losses) * log_prob).mean()
+
+
 @register_estimator("reinforce")
-class Reinforce(GradientEstimator):
+class Reinforce(ScoreFunction):
     """The unbiased score-function estimator `g_a = L(b) (b - p)`, without a baseline.
 
     With `b = 1[u < p]` and `p = sigmoid(a)`, the surrogate
@@ -35,13 +60,4 @@ class Reinforce(GradientEstimator):
         Williams (1992); Bengio, Léonard, Courville (2013), Theorem 1.
     """
 
-    is_unbiased = True
     multilayer = True
-    discrete_noise = True
-
-    def surrogate(
-        self, graph: StochasticGraph, prepared: PreparedBatch, noise: torch.Tensor, state: Any
-    ) -> torch.Tensor:
-        trace = graph.sample(prepared, noise, hard_bernoulli)
-        losses = trace.losses
-        return (losses + losses.detach() * trace_log_prob(trace)).mean()

@@ -30,13 +30,11 @@ straight-through; for `tau != 1` it is biased even for a linear loss.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
-from estimator_lab.estimators.base import TemperatureEstimator, bernoulli_gates
+from estimator_lab.estimators.base import TemperatureEstimator
 from estimator_lab.estimators.registry import register_estimator
-from estimator_lab.graphs.base import PreparedBatch, StochasticGraph
+from estimator_lab.estimators.straight_through import HardForward
 
 
 def reinmax_weight(logits: torch.Tensor, gates: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -60,7 +58,7 @@ def reinmax_weight(logits: torch.Tensor, gates: torch.Tensor, temperature: float
 
 
 @register_estimator("reinmax")
-class ReinMax(TemperatureEstimator):
+class ReinMax(TemperatureEstimator, HardForward):
     """ReinMax: forward the hard gate `b = 1[u < p]`; backward `dL/da := dL/db w(a, b)`.
 
     The gate enters the loss as `b + stopgrad(w) (a - stopgrad(a))` with `w` from
@@ -84,16 +82,6 @@ class ReinMax(TemperatureEstimator):
         straight-through and beyond", NeurIPS, Algorithm 2; github.com/microsoft/ReinMax.
     """
 
-    is_unbiased = False
-    multilayer = True
-    discrete_noise = True
-
-    def surrogate(
-        self, graph: StochasticGraph, prepared: PreparedBatch, noise: torch.Tensor, state: Any
-    ) -> torch.Tensor:
-        def gate(layer: int, logits: torch.Tensor, layer_noise: torch.Tensor) -> torch.Tensor:
-            gates = bernoulli_gates(logits.detach(), layer_noise)
-            weight = reinmax_weight(logits.detach(), gates, self.temperature)
-            return gates + weight * (logits - logits.detach())
-
-        return graph.sample(prepared, noise, gate).losses.mean()
+    def backward(self, logits: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
+        weight = reinmax_weight(logits.detach(), gates, self.temperature)
+        return weight * (logits - logits.detach())

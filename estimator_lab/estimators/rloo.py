@@ -2,17 +2,46 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
-from estimator_lab.estimators.base import GradientEstimator, hard_bernoulli, trace_log_prob
+from estimator_lab.estimators.base import check_num_samples
 from estimator_lab.estimators.registry import register_estimator
+from estimator_lab.estimators.reinforce import ScoreFunction
 from estimator_lab.graphs.base import PreparedBatch, StochasticGraph
 
 
+class LeaveOneOut(ScoreFunction):
+    """RLOO for the gates of any distribution: `S >= 2` hard samples per draw, the score term of
+    each centred by the mean loss of the other `S - 1`.
+
+    One draw reads `S` independent copies of the distribution's noise (in front); sample `s`
+    gets the weight `L_s - (sum_s' L_s' - L_s) / (S - 1)`, independent of its own gates, so
+    every term is unbiased. One draw costs `S` loss evaluations.
+    """
+
+    evaluations_per_draw = 2  # the default num_samples: see `evaluations`
+
+    def __init__(self, num_samples: int = 2) -> None:
+        self.num_samples = check_num_samples(self, num_samples, 2)
+
+    def noise_shape(self, graph: StochasticGraph, prepared: PreparedBatch) -> tuple[int, ...]:
+        return (self.num_samples, *super().noise_shape(graph, prepared))
+
+    def evaluations(self, graph: StochasticGraph) -> int:
+        return self.num_samples
+
+    def centred(self, losses: torch.Tensor) -> torch.Tensor:
+        """`L_s - mean_{s' != s} L_s'` over the leading `S` samples, detached."""
+        held = losses.detach()
+        others = (held.sum(0, keepdim=True) - held) / (self.num_samples - 1)
+        return held - others
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(num_samples={self.num_samples})"
+
+
 @register_estimator("rloo")
-class Rloo(GradientEstimator):
+class Rloo(LeaveOneOut):
     """`g = (1/K) sum_k (L(b_k) - mean_{k' != k} L(b_k')) grad log P(b_k)`, `K >= 2` samples.
 
     One draw reads `K x B x G` noise: `K` independent gate samples of the whole batch (every
@@ -43,30 +72,4 @@ class Rloo(GradientEstimator):
         Mnih and Rezende (2016), VIMCO (the leave-one-out baseline).
     """
 
-    is_unbiased = True
     multilayer = True
-    discrete_noise = True
-    evaluations_per_draw = 2  # the default num_samples: see `evaluations`
-
-    def __init__(self, num_samples: int = 2) -> None:
-        if int(num_samples) != num_samples or num_samples < 2:
-            raise ValueError(f"rloo needs num_samples >= 2, got {num_samples}")
-        self.num_samples = int(num_samples)
-
-    def noise_shape(self, graph: StochasticGraph, prepared: PreparedBatch) -> tuple[int, ...]:
-        return (self.num_samples, prepared.batch_size, graph.num_gates)
-
-    def evaluations(self, graph: StochasticGraph) -> int:
-        return self.num_samples
-
-    def surrogate(
-        self, graph: StochasticGraph, prepared: PreparedBatch, noise: torch.Tensor, state: Any
-    ) -> torch.Tensor:
-        trace = graph.sample(prepared, noise, hard_bernoulli)
-        losses = trace.losses  # K x B
-        held = losses.detach()
-        others = (held.sum(0, keepdim=True) - held) / (self.num_samples - 1)
-        return (losses + (held - others) * trace_log_prob(trace)).mean()
-
-    def __repr__(self) -> str:
-        return f"Rloo(num_samples={self.num_samples})"

@@ -11,17 +11,37 @@ shows both).
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
-from estimator_lab.estimators.base import GradientEstimator, bernoulli_gates
+from estimator_lab.estimators.base import GateEstimator, bernoulli_gates
 from estimator_lab.estimators.registry import register_estimator
-from estimator_lab.graphs.base import PreparedBatch, StochasticGraph
+from estimator_lab.graphs.base import StochasticGraph
+
+
+class HardForward(GateEstimator):
+    """Base of the estimators that forward the hard gate `b = 1[u < sigmoid(a)]` and differ
+    only in the backward rule: the gate is `b + backward(a, b)`, a term whose value is zero
+    and whose derivative with respect to `a` is the rule. Biased; they depend on the noise only
+    through `b`.
+    """
+
+    is_unbiased = False
+    multilayer = True
+    discrete_noise = True
+
+    def backward(self, logits: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
+        """The zero-valued term added to the hard `gates`, differentiable in `logits`."""
+        raise NotImplementedError
+
+    def gate(
+        self, graph: StochasticGraph, logits: torch.Tensor, noise: torch.Tensor
+    ) -> torch.Tensor:
+        gates = bernoulli_gates(logits.detach(), noise)
+        return gates + self.backward(logits, gates)
 
 
 @register_estimator("st")
-class StraightThrough(GradientEstimator):
+class StraightThrough(HardForward):
     """Forward the hard gate `b = 1[u < sigmoid(a)]`; backward `dL/da := dL/db` (biased).
 
     The gate enters the loss as `b + (a - stopgrad(a))`, whose value is exactly `b` and whose
@@ -32,22 +52,12 @@ class StraightThrough(GradientEstimator):
         Hinton (2012), lecture 15b; Bengio, Léonard, Courville (2013), Eq. 13.
     """
 
-    is_unbiased = False
-    multilayer = True
-    discrete_noise = True
-
-    def surrogate(
-        self, graph: StochasticGraph, prepared: PreparedBatch, noise: torch.Tensor, state: Any
-    ) -> torch.Tensor:
-        return graph.sample(prepared, noise, _straight_through_gate).losses.mean()
-
-
-def _straight_through_gate(layer: int, logits: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    return bernoulli_gates(logits.detach(), noise) + (logits - logits.detach())
+    def backward(self, logits: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
+        return logits - logits.detach()
 
 
 @register_estimator("st-sigmoid")
-class StraightThroughSigmoid(GradientEstimator):
+class StraightThroughSigmoid(HardForward):
     """Forward the hard gate `b = 1[u < p]`, `p = sigmoid(a)`; backward
     `dL/da := dL/db sigmoid'(a)` (biased).
 
@@ -71,18 +81,6 @@ class StraightThroughSigmoid(GradientEstimator):
         Bengio, Léonard, Courville (2013), section 4 (the variant with the sigmoid derivative).
     """
 
-    is_unbiased = False
-    multilayer = True
-    discrete_noise = True
-
-    def surrogate(
-        self, graph: StochasticGraph, prepared: PreparedBatch, noise: torch.Tensor, state: Any
-    ) -> torch.Tensor:
-        return graph.sample(prepared, noise, _sigmoid_straight_through_gate).losses.mean()
-
-
-def _sigmoid_straight_through_gate(
-    layer: int, logits: torch.Tensor, noise: torch.Tensor
-) -> torch.Tensor:
-    probs = torch.sigmoid(logits)
-    return bernoulli_gates(logits.detach(), noise) + (probs - probs.detach())
+    def backward(self, logits: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
+        probs = torch.sigmoid(logits)
+        return probs - probs.detach()

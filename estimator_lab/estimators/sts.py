@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 
-from estimator_lab.estimators.base import GradientEstimator
+from estimator_lab.estimators.base import GateEstimator
 from estimator_lab.estimators.registry import register_estimator
-from estimator_lab.graphs.base import PreparedBatch, StochasticGraph
+from estimator_lab.graphs.base import StochasticGraph
 
 
 def sts_gates(logits: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -35,7 +33,7 @@ def sts_gates(logits: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
 
 
 @register_estimator("sts")
-class StochasticTimesSmooth(GradientEstimator):
+class StochasticTimesSmooth(GateEstimator):
     """The STS unit `h = b sqrt(p)`, `b ~ Bernoulli(sqrt(p))`, trained by backpropagation.
 
     The gate distribution is the STS one (`distribution = "sts"`): `h` takes the values
@@ -54,12 +52,12 @@ class StochasticTimesSmooth(GradientEstimator):
     (the threshold is not `p`).
 
     Example:
-        >>> from estimator_lab.graphs import ConditionalConfig, ConditionalNetwork
-        >>> config = ConditionalConfig(num_inputs=8, num_gater_hidden=4, num_gates=3)
-        >>> net = ConditionalNetwork(config, torch.Generator().manual_seed(0))
-        >>> prepared = net.prepare((torch.rand(2, 8), torch.tensor([0, 1])))
-        >>> StochasticTimesSmooth().surrogate(net, prepared, torch.rand(2, 3), None).shape
-        torch.Size([])
+        >>> from estimator_lab.graphs.toy import ToyGraph
+        >>> toy = ToyGraph([0.0], target=0.45)  # u = 0.5 < sqrt(p): h = sqrt(1/2)
+        >>> s = StochasticTimesSmooth().surrogate(
+        ...     toy, toy.prepare(toy.example_batch()), torch.tensor([[0.5]]), None)
+        >>> torch.autograd.grad(s, toy.theta)[0]  # 2 (h - t) sqrt(p) (1 - p) / 2
+        tensor([0.0909], dtype=torch.float64)
 
     References:
         Bengio, Léonard, Courville (2013), section 2.2, Eq. 2 and Proposition 2.
@@ -73,11 +71,7 @@ class StochasticTimesSmooth(GradientEstimator):
         """The gate switches at `u = sqrt(p)`."""
         return torch.sigmoid(logits).sqrt().unsqueeze(0)
 
-    def surrogate(
-        self, graph: StochasticGraph, prepared: PreparedBatch, noise: torch.Tensor, state: Any
+    def gate(
+        self, graph: StochasticGraph, logits: torch.Tensor, noise: torch.Tensor
     ) -> torch.Tensor:
-        return graph.sample(prepared, noise, _sts_gate).losses.mean()
-
-
-def _sts_gate(layer: int, logits: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    return sts_gates(logits, noise)
+        return sts_gates(logits, noise)

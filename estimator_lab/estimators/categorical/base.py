@@ -1,4 +1,5 @@
-"""What every categorical-gate estimator shares: flags, noise layout, the graph check."""
+"""What every categorical-gate estimator shares: flags, noise layout, the graph check, the hard
+sample."""
 
 from __future__ import annotations
 
@@ -7,31 +8,29 @@ from typing import ClassVar
 import torch
 
 from estimator_lab.estimators.base import GradientEstimator
+from estimator_lab.estimators.class_gate import ClassGateEstimator, require_gates
 from estimator_lab.graphs.base import GateTrace, PreparedBatch, StochasticGraph
-from estimator_lab.graphs.categorical import categorical_log_prob, gate_distribution
+from estimator_lab.graphs.categorical import categorical_log_prob, hard_categorical
 
 
-class CategoricalEstimator(GradientEstimator):
-    """Base of the estimators for `CategoricalGraph`s (`distribution = "categorical"`).
-
-    One draw reads `B x N x K` uniforms by default, `K` per gate (the Gumbel-max noise of
-    `categorical_gates`); estimators with several gate samples put them in front.
-    """
+class CategoricalEstimator(ClassGateEstimator):
+    """Base of the estimators for `CategoricalGraph`s (`distribution = "categorical"`), whose
+    `B x N x K` noise is the Gumbel-max noise of `categorical_gates`."""
 
     distribution: ClassVar[str] = "categorical"
+    gate_label: ClassVar[str] = "categorical"
 
-    def noise_shape(self, graph: StochasticGraph, prepared: PreparedBatch) -> tuple[int, ...]:
-        """`B x N x K`: one uniform per class of every gate."""
-        require_categorical(graph, self)
-        return tuple(prepared.logits.shape)
+    def hard_sample(
+        self, graph: StochasticGraph, prepared: PreparedBatch, noise: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The losses at the one-hot Gumbel-max gates of `noise` and their `log P(z)`."""
+        trace = graph.sample(prepared, noise, hard_categorical)
+        return trace.losses, categorical_trace_log_prob(trace)
 
 
 def require_categorical(graph: StochasticGraph, estimator: GradientEstimator) -> None:
     """Raises `ValueError` when a categorical estimator meets a graph of other gates."""
-    distribution = gate_distribution(graph)
-    if distribution != "categorical":
-        raise ValueError(f"estimator {estimator.name!r} needs categorical gates; "
-                         f"{type(graph).__name__} has {distribution} gates")
+    require_gates(graph, estimator, "categorical", "categorical")
 
 
 def categorical_trace_log_prob(trace: GateTrace) -> torch.Tensor:

@@ -13,8 +13,13 @@ from typing import Any
 
 import torch
 
-from estimator_lab.estimators.base import TemperatureEstimator
-from estimator_lab.estimators.categorical.base import CategoricalEstimator, require_categorical
+from estimator_lab.estimators.base import (
+    GateEstimator,
+    TemperatureEstimator,
+    check_num_samples,
+    straight_through,
+)
+from estimator_lab.estimators.categorical.base import CategoricalEstimator
 from estimator_lab.estimators.categorical.registry import register_categorical_estimator
 from estimator_lab.graphs.base import PreparedBatch, StochasticGraph
 from estimator_lab.graphs.categorical import (
@@ -63,12 +68,9 @@ class _Relaxed(TemperatureEstimator, CategoricalEstimator):
     is_unbiased = False
     discrete_noise = False
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(temperature={self.temperature})"
-
 
 @register_categorical_estimator("gumbel")
-class CategoricalGumbel(_Relaxed):
+class CategoricalGumbel(GateEstimator, _Relaxed):
     """The loss at the relaxed sample `y = softmax((theta + g) / tau)`, pathwise.
 
     The surrogate is `mean_b L_b(y)`. As an estimate of the gradient of `E[L(D)]` it is
@@ -83,19 +85,14 @@ class CategoricalGumbel(_Relaxed):
         Maddison, Mnih, Teh (2017), "The Concrete distribution", ICLR.
     """
 
-    def surrogate(
-        self, graph: StochasticGraph, prepared: PreparedBatch, noise: torch.Tensor, state: Any
+    def gate(
+        self, graph: StochasticGraph, logits: torch.Tensor, noise: torch.Tensor
     ) -> torch.Tensor:
-        require_categorical(graph, self)
-
-        def gate(layer: int, logits: torch.Tensor, layer_noise: torch.Tensor) -> torch.Tensor:
-            return relaxed_gates(logits, layer_noise, self.temperature)
-
-        return graph.sample(prepared, noise, gate).losses.mean()
+        return relaxed_gates(logits, noise, self.temperature)
 
 
 @register_categorical_estimator("st-gumbel")
-class CategoricalStraightThroughGumbel(_Relaxed):
+class CategoricalStraightThroughGumbel(GateEstimator, _Relaxed):
     """Straight-through Gumbel-softmax: forward `D`, backward through `y`.
 
     The gate enters the loss as `D + y - stopgrad(y)`: the logits get
@@ -108,16 +105,11 @@ class CategoricalStraightThroughGumbel(_Relaxed):
         Jang, Gu, Poole (2017), section 2.2 (straight-through Gumbel-softmax).
     """
 
-    def surrogate(
-        self, graph: StochasticGraph, prepared: PreparedBatch, noise: torch.Tensor, state: Any
+    def gate(
+        self, graph: StochasticGraph, logits: torch.Tensor, noise: torch.Tensor
     ) -> torch.Tensor:
-        require_categorical(graph, self)
-
-        def gate(layer: int, logits: torch.Tensor, layer_noise: torch.Tensor) -> torch.Tensor:
-            relaxed = relaxed_gates(logits, layer_noise, self.temperature)
-            return categorical_gates(logits, layer_noise) + (relaxed - relaxed.detach())
-
-        return graph.sample(prepared, noise, gate).losses.mean()
+        relaxed = relaxed_gates(logits, noise, self.temperature)
+        return straight_through(categorical_gates(logits, noise), relaxed)
 
 
 @register_categorical_estimator("gumbel-rao")
@@ -146,9 +138,7 @@ class GumbelRao(_Relaxed):
 
     def __init__(self, temperature: float = 1.0, num_samples: int = 10) -> None:
         super().__init__(temperature)
-        if int(num_samples) != num_samples or num_samples < 1:
-            raise ValueError(f"gumbel-rao needs num_samples >= 1, got {num_samples}")
-        self.num_samples = int(num_samples)
+        self.num_samples = check_num_samples(self, num_samples, 1)
 
     def noise_shape(self, graph: StochasticGraph, prepared: PreparedBatch) -> tuple[int, ...]:
         """`(1 + M) x B x N x K`: the sample's uniforms, then `M` conditional ones."""
@@ -163,12 +153,12 @@ class GumbelRao(_Relaxed):
     def surrogate(
         self, graph: StochasticGraph, prepared: PreparedBatch, noise: torch.Tensor, state: Any
     ) -> torch.Tensor:
-        require_categorical(graph, self)
+        self.check_graph(graph)
         logits = prepared.logits
         gates = categorical_gates(logits, noise[0])
         soft = gumbel_rao_relaxation(self.conditional_scores(logits, gates, noise[1:]),
                                      self.temperature)
-        return graph.loss(prepared, gates + (soft - soft.detach())).mean()
+        return graph.loss(prepared, straight_through(gates, soft)).mean()
 
     def __repr__(self) -> str:
         return f"GumbelRao(temperature={self.temperature}, num_samples={self.num_samples})"

@@ -16,7 +16,8 @@ from typing import Any
 
 import torch
 
-from estimator_lab.estimators.categorical.base import CategoricalEstimator, require_categorical
+from estimator_lab.estimators.base import check_num_samples
+from estimator_lab.estimators.categorical.base import CategoricalEstimator
 from estimator_lab.estimators.categorical.registry import register_categorical_estimator
 from estimator_lab.graphs.base import PreparedBatch, StochasticGraph
 from estimator_lab.graphs.categorical import categorical_gates
@@ -45,10 +46,7 @@ class IndeCateR(CategoricalEstimator):
     evaluations_per_draw = 0  # depends on the graph, S N K: see `evaluations`
 
     def __init__(self, num_samples: int = 1) -> None:
-        if int(num_samples) != num_samples or num_samples < 1:
-            raise ValueError(f"{self.name or 'indecater'} needs num_samples >= 1, "
-                             f"got {num_samples}")
-        self.num_samples = int(num_samples)
+        self.num_samples = check_num_samples(self, num_samples, 1)
 
     def noise_shape(self, graph: StochasticGraph, prepared: PreparedBatch) -> tuple[int, ...]:
         """`S x B x N x K`."""
@@ -60,7 +58,7 @@ class IndeCateR(CategoricalEstimator):
     def surrogate(
         self, graph: StochasticGraph, prepared: PreparedBatch, noise: torch.Tensor, state: Any
     ) -> torch.Tensor:
-        require_categorical(graph, self)
+        self.check_graph(graph)
         logits = prepared.logits
         gates = categorical_gates(logits, noise)  # S x B x N x K
         per_class = graph.category_losses(prepared, gates).detach()  # S x B x N x K

@@ -16,19 +16,16 @@ from typing import Any
 
 import torch
 
-from estimator_lab.estimators.baselines import OptimalBaseline, RatioState, _float_options
-from estimator_lab.estimators.categorical.base import (
-    CategoricalEstimator,
-    categorical_trace_log_prob,
-    require_categorical,
-)
+from estimator_lab.estimators.baselines import OptimalBaseline, RatioState
+from estimator_lab.estimators.categorical.base import CategoricalEstimator
 from estimator_lab.estimators.categorical.registry import register_categorical_estimator
+from estimator_lab.estimators.reinforce import ScoreFunction
 from estimator_lab.graphs.base import PreparedBatch, StochasticGraph
 from estimator_lab.graphs.categorical import hard_categorical
 
 
 @register_categorical_estimator("reinforce")
-class CategoricalReinforce(CategoricalEstimator):
+class CategoricalReinforce(ScoreFunction, CategoricalEstimator):
     """The unbiased score-function estimator `g_theta = L(z) (D - p)`, without a baseline.
 
     The surrogate `mean_b [L_b(D) + stopgrad(L_b(D)) sum_i log P(z_bi | theta_bi)]` gives the
@@ -49,17 +46,6 @@ class CategoricalReinforce(CategoricalEstimator):
         reinforcement learning".
     """
 
-    is_unbiased = True
-    discrete_noise = True
-
-    def surrogate(
-        self, graph: StochasticGraph, prepared: PreparedBatch, noise: torch.Tensor, state: Any
-    ) -> torch.Tensor:
-        require_categorical(graph, self)
-        trace = graph.sample(prepared, noise, hard_categorical)
-        losses = trace.losses
-        return (losses + losses.detach() * categorical_trace_log_prob(trace)).mean()
-
 
 class CategoricalOptimalBaseline(OptimalBaseline):
     """Eq. 10 per (gate, class): `c_ij = E[(D_ij - p_ij)^2 L] / E[(D_ij - p_ij)^2]`.
@@ -69,23 +55,8 @@ class CategoricalOptimalBaseline(OptimalBaseline):
     gate; the state holds `N x K` tensors and the value is their ratio (0 before any draw).
     """
 
-    def init(self, graph: StochasticGraph) -> RatioState:
-        zero = torch.zeros(graph.num_gates, graph.num_classes, **_float_options(graph))
-        return RatioState(numerator=zero, denominator=zero.clone())
-
-    @torch.no_grad()
-    def update(self, state, losses, gates, probs) -> RatioState:
-        """The state after one draw (`B` losses, `B x N x K` gates and probabilities)."""
-        d = self.decay
-        weights = (gates - probs).detach().square().to(state.numerator)  # B x N x K
-        numerator = (weights * losses.detach().to(weights)[:, None, None]).mean(0)
-        return RatioState(
-            numerator=d * state.numerator + (1 - d) * numerator,
-            denominator=d * state.denominator + (1 - d) * weights.mean(0),
-        )
-
-    def __repr__(self) -> str:
-        return f"CategoricalOptimalBaseline(decay={self.decay})"
+    def unit_shape(self, graph: StochasticGraph) -> tuple[int, ...]:
+        return (graph.num_gates, graph.num_classes)
 
 
 @register_categorical_estimator("reinforce-optimal")
@@ -112,13 +83,13 @@ class CategoricalReinforceOptimal(CategoricalEstimator):
         self.baseline = CategoricalOptimalBaseline(decay)
 
     def init(self, graph: StochasticGraph) -> RatioState:
-        require_categorical(graph, self)
+        self.check_graph(graph)
         return self.baseline.init(graph)
 
     def surrogate(
         self, graph: StochasticGraph, prepared: PreparedBatch, noise: torch.Tensor, state: Any
     ) -> torch.Tensor:
-        require_categorical(graph, self)
+        self.check_graph(graph)
         trace = graph.sample(prepared, noise, hard_categorical)
         logits, gates, losses = trace.logits[0], trace.gates[0], trace.losses
         centred = losses.detach()[:, None, None] - self.baseline.value(state).detach()

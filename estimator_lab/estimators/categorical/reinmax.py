@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
-from estimator_lab.estimators.base import TemperatureEstimator
-from estimator_lab.estimators.categorical.base import CategoricalEstimator, require_categorical
+from estimator_lab.estimators.base import GateEstimator, TemperatureEstimator
+from estimator_lab.estimators.categorical.base import CategoricalEstimator
 from estimator_lab.estimators.categorical.registry import register_categorical_estimator
-from estimator_lab.graphs.base import PreparedBatch, StochasticGraph
+from estimator_lab.graphs.base import StochasticGraph
 from estimator_lab.graphs.categorical import categorical_gates, softmax_jacobian_product
 
 
@@ -33,7 +31,7 @@ def reinmax_jacobian_product(
 
 
 @register_categorical_estimator("reinmax")
-class CategoricalReinMax(TemperatureEstimator, CategoricalEstimator):
+class CategoricalReinMax(TemperatureEstimator, GateEstimator, CategoricalEstimator):
     """ReinMax: forward `D`; backward `g_theta = (2 J(pi_1) - J(pi_0) / 2) dL/dD`.
 
     The gate enters the loss as `D + M (theta - stopgrad(theta))` with `M` detached
@@ -54,18 +52,9 @@ class CategoricalReinMax(TemperatureEstimator, CategoricalEstimator):
     is_unbiased = False
     discrete_noise = True
 
-    def surrogate(
-        self, graph: StochasticGraph, prepared: PreparedBatch, noise: torch.Tensor, state: Any
+    def gate(
+        self, graph: StochasticGraph, logits: torch.Tensor, noise: torch.Tensor
     ) -> torch.Tensor:
-        require_categorical(graph, self)
-
-        def gate(layer: int, logits: torch.Tensor, layer_noise: torch.Tensor) -> torch.Tensor:
-            gates = categorical_gates(logits, layer_noise)
-            shift = logits - logits.detach()
-            return gates + reinmax_jacobian_product(logits.detach(), gates, shift,
-                                                    self.temperature)
-
-        return graph.sample(prepared, noise, gate).losses.mean()
-
-    def __repr__(self) -> str:
-        return f"CategoricalReinMax(temperature={self.temperature})"
+        gates = categorical_gates(logits, noise)
+        shift = logits - logits.detach()
+        return gates + reinmax_jacobian_product(logits.detach(), gates, shift, self.temperature)

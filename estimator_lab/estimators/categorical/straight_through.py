@@ -8,18 +8,17 @@ on the noise only through `D` (`discrete_noise`), and both are biased.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
-from estimator_lab.estimators.categorical.base import CategoricalEstimator, require_categorical
+from estimator_lab.estimators.base import GateEstimator, straight_through
+from estimator_lab.estimators.categorical.base import CategoricalEstimator
 from estimator_lab.estimators.categorical.registry import register_categorical_estimator
-from estimator_lab.graphs.base import PreparedBatch, StochasticGraph
+from estimator_lab.graphs.base import StochasticGraph
 from estimator_lab.graphs.categorical import categorical_gates
 
 
 @register_categorical_estimator("st")
-class CategoricalStraightThrough(CategoricalEstimator):
+class CategoricalStraightThrough(GateEstimator, CategoricalEstimator):
     """Forward `D`; backward through `p = softmax(theta)`: `g_theta = J(p) dL/dD` (biased).
 
     `J(p) = diag(p) - p p^T` is the softmax Jacobian. On a loss linear in `D` the draw is the
@@ -42,16 +41,10 @@ class CategoricalStraightThrough(CategoricalEstimator):
     is_unbiased = False
     discrete_noise = True
 
-    def surrogate(
-        self, graph: StochasticGraph, prepared: PreparedBatch, noise: torch.Tensor, state: Any
+    def gate(
+        self, graph: StochasticGraph, logits: torch.Tensor, noise: torch.Tensor
     ) -> torch.Tensor:
-        require_categorical(graph, self)
-
-        def gate(layer: int, logits: torch.Tensor, layer_noise: torch.Tensor) -> torch.Tensor:
-            probs = torch.softmax(logits, -1)
-            return categorical_gates(logits, layer_noise) + (probs - probs.detach())
-
-        return graph.sample(prepared, noise, gate).losses.mean()
+        return straight_through(categorical_gates(logits, noise), torch.softmax(logits, -1))
 
 
 def gapped_logits(logits: torch.Tensor, gates: torch.Tensor, gap: float) -> torch.Tensor:
@@ -75,7 +68,7 @@ def gapped_logits(logits: torch.Tensor, gates: torch.Tensor, gap: float) -> torc
 
 
 @register_categorical_estimator("gst")
-class GappedStraightThrough(CategoricalEstimator):
+class GappedStraightThrough(GateEstimator, CategoricalEstimator):
     """Gapped straight-through: forward `D`, backward through `softmax(gapped_logits / tau)`.
 
     Like straight-through Gumbel, but the Gumbel perturbation is replaced by a deterministic
@@ -103,17 +96,12 @@ class GappedStraightThrough(CategoricalEstimator):
             raise ValueError(f"gst needs temperature > 0 and gap > 0, got {temperature}, {gap}")
         self.temperature, self.gap = float(temperature), float(gap)
 
-    def surrogate(
-        self, graph: StochasticGraph, prepared: PreparedBatch, noise: torch.Tensor, state: Any
+    def gate(
+        self, graph: StochasticGraph, logits: torch.Tensor, noise: torch.Tensor
     ) -> torch.Tensor:
-        require_categorical(graph, self)
-
-        def gate(layer: int, logits: torch.Tensor, layer_noise: torch.Tensor) -> torch.Tensor:
-            gates = categorical_gates(logits, layer_noise)
-            soft = torch.softmax(gapped_logits(logits, gates, self.gap) / self.temperature, -1)
-            return gates + (soft - soft.detach())
-
-        return graph.sample(prepared, noise, gate).losses.mean()
+        gates = categorical_gates(logits, noise)
+        soft = torch.softmax(gapped_logits(logits, gates, self.gap) / self.temperature, -1)
+        return straight_through(gates, soft)
 
     def __repr__(self) -> str:
         return f"GappedStraightThrough(temperature={self.temperature}, gap={self.gap})"

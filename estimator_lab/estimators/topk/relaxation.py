@@ -8,23 +8,17 @@ the relaxed mask itself.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
-from estimator_lab.estimators.base import TemperatureEstimator
-from estimator_lab.estimators.topk.registry import (
-    TopKEstimator,
-    register_topk_estimator,
-    require_topk,
-)
-from estimator_lab.graphs.base import PreparedBatch, StochasticGraph
+from estimator_lab.estimators.base import GateEstimator, TemperatureEstimator, straight_through
+from estimator_lab.estimators.topk.registry import TopKEstimator, register_topk_estimator
+from estimator_lab.graphs.base import StochasticGraph
 from estimator_lab.graphs.categorical import gumbel_noise
 from estimator_lab.graphs.topk import inclusion_probabilities, relaxed_topk, topk_gates
 
 
 @register_topk_estimator("st")
-class TopKStraightThrough(TopKEstimator):
+class TopKStraightThrough(GateEstimator, TopKEstimator):
     """Forward `m`; backward through the inclusion probabilities `pi_j(theta) = P(j in S)`:
     `g_theta = J_pi(theta)^T dL/dm` (biased).
 
@@ -49,21 +43,15 @@ class TopKStraightThrough(TopKEstimator):
     is_unbiased = False
     discrete_noise = True
 
-    def surrogate(
-        self, graph: StochasticGraph, prepared: PreparedBatch, noise: torch.Tensor, state: Any
+    def gate(
+        self, graph: StochasticGraph, logits: torch.Tensor, noise: torch.Tensor
     ) -> torch.Tensor:
-        require_topk(graph, self)
-        k = graph.num_chosen
-
-        def gate(layer: int, logits: torch.Tensor, layer_noise: torch.Tensor) -> torch.Tensor:
-            pi = inclusion_probabilities(logits, k)
-            return topk_gates(logits, layer_noise, k) + (pi - pi.detach())
-
-        return graph.sample(prepared, noise, gate).losses.mean()
+        pi = inclusion_probabilities(logits, graph.num_chosen)
+        return straight_through(topk_gates(logits, noise, graph.num_chosen), pi)
 
 
 @register_topk_estimator("relaxed")
-class RelaxedTopK(TemperatureEstimator, TopKEstimator):
+class RelaxedTopK(TemperatureEstimator, GateEstimator, TopKEstimator):
     """The Gumbel-top-k relaxation: the loss at `y = relaxed_topk(theta + g, k, tau)`, pathwise.
 
     `alpha_1 = theta + g`, `a_t = softmax(alpha_t / tau)`, `alpha_{t+1} = alpha_t +
@@ -84,20 +72,14 @@ class RelaxedTopK(TemperatureEstimator, TopKEstimator):
     is_unbiased = False
     discrete_noise = False
 
-    def surrogate(
-        self, graph: StochasticGraph, prepared: PreparedBatch, noise: torch.Tensor, state: Any
+    def gate(
+        self, graph: StochasticGraph, logits: torch.Tensor, noise: torch.Tensor
     ) -> torch.Tensor:
-        require_topk(graph, self)
-        k, tau = graph.num_chosen, self.temperature
-
-        def gate(layer: int, logits: torch.Tensor, layer_noise: torch.Tensor) -> torch.Tensor:
-            return relaxed_topk(logits + gumbel_noise(layer_noise), k, tau)
-
-        return graph.sample(prepared, noise, gate).losses.mean()
+        return relaxed_topk(logits + gumbel_noise(noise), graph.num_chosen, self.temperature)
 
 
 @register_topk_estimator("st-relaxed")
-class StraightThroughRelaxedTopK(TemperatureEstimator, TopKEstimator):
+class StraightThroughRelaxedTopK(TemperatureEstimator, GateEstimator, TopKEstimator):
     """Forward the k-hot mask `m`, backward through `y = relaxed_topk(theta + g, k, tau)`:
     `g_theta = (dy/dtheta)^T dL/dm (m)` (biased; `k = 1` is straight-through Gumbel-softmax).
 
@@ -113,14 +95,8 @@ class StraightThroughRelaxedTopK(TemperatureEstimator, TopKEstimator):
     is_unbiased = False
     discrete_noise = False
 
-    def surrogate(
-        self, graph: StochasticGraph, prepared: PreparedBatch, noise: torch.Tensor, state: Any
+    def gate(
+        self, graph: StochasticGraph, logits: torch.Tensor, noise: torch.Tensor
     ) -> torch.Tensor:
-        require_topk(graph, self)
-        k, tau = graph.num_chosen, self.temperature
-
-        def gate(layer: int, logits: torch.Tensor, layer_noise: torch.Tensor) -> torch.Tensor:
-            soft = relaxed_topk(logits + gumbel_noise(layer_noise), k, tau)
-            return topk_gates(logits, layer_noise, k) + (soft - soft.detach())
-
-        return graph.sample(prepared, noise, gate).losses.mean()
+        soft = relaxed_topk(logits + gumbel_noise(noise), graph.num_chosen, self.temperature)
+        return straight_through(topk_gates(logits, noise, graph.num_chosen), soft)

@@ -8,20 +8,13 @@ over the `k!` orderings of `S`.
 
 from __future__ import annotations
 
-from typing import Any
-
-import torch
-
-from estimator_lab.estimators.topk.registry import (
-    TopKEstimator,
-    register_topk_estimator,
-    require_topk,
-)
-from estimator_lab.graphs.base import PreparedBatch, StochasticGraph
+from estimator_lab.estimators.reinforce import ScoreFunction
+from estimator_lab.estimators.rloo import LeaveOneOut
+from estimator_lab.estimators.topk.registry import TopKEstimator, register_topk_estimator
 
 
 @register_topk_estimator("reinforce")
-class TopKReinforce(TopKEstimator):
+class TopKReinforce(ScoreFunction, TopKEstimator):
     """The unbiased score-function estimator `g_theta = L(S) d log P(S | theta) / d theta`.
 
     The surrogate `mean_b [L_b(m) + stopgrad(L_b(m)) sum_i log P(S_bi | theta_bi)]` gives the
@@ -29,6 +22,7 @@ class TopKReinforce(TopKEstimator):
     the sampled masks. `k = 1` is categorical REINFORCE (`d log P / d theta = D - p`).
 
     Example:
+        >>> import torch
         >>> from estimator_lab.graphs.topk import TopKToy
         >>> toy = TopKToy(torch.zeros(1, 3), num_chosen=2, target=0.0)  # S = {1, 2}: L = 9/16
         >>> prepared = toy.prepare(toy.example_batch())
@@ -42,21 +36,9 @@ class TopKReinforce(TopKEstimator):
         find them: the Gumbel-top-k trick" (the law of Gumbel-top-k samples).
     """
 
-    is_unbiased = True
-    discrete_noise = True
-
-    def surrogate(
-        self, graph: StochasticGraph, prepared: PreparedBatch, noise: torch.Tensor, state: Any
-    ) -> torch.Tensor:
-        require_topk(graph, self)
-        trace = graph.sample(prepared, noise, graph.hard_gate)
-        losses = trace.losses
-        log_prob = graph.log_prob(trace.logits[0], trace.gates[0])
-        return (losses + losses.detach() * log_prob).mean()
-
 
 @register_topk_estimator("rloo")
-class TopKRloo(TopKEstimator):
+class TopKRloo(LeaveOneOut, TopKEstimator):
     """`g = (1/S) sum_s (L(m_s) - mean_{s' != s} L(m_s')) d log P(S_s) / d theta`, `S >= 2`.
 
     One draw reads `S x B x N x K` noise: `S` independent Gumbel-top-k samples of the batch.
@@ -69,32 +51,3 @@ class TopKRloo(TopKEstimator):
     References:
         Kool, van Hoof, Welling (2019), "Buy 4 REINFORCE samples, get a baseline for free!".
     """
-
-    is_unbiased = True
-    discrete_noise = True
-    evaluations_per_draw = 2  # the default num_samples: see `evaluations`
-
-    def __init__(self, num_samples: int = 2) -> None:
-        if int(num_samples) != num_samples or num_samples < 2:
-            raise ValueError(f"rloo needs num_samples >= 2, got {num_samples}")
-        self.num_samples = int(num_samples)
-
-    def noise_shape(self, graph: StochasticGraph, prepared: PreparedBatch) -> tuple[int, ...]:
-        return (self.num_samples, *super().noise_shape(graph, prepared))
-
-    def evaluations(self, graph: StochasticGraph) -> int:
-        return self.num_samples
-
-    def surrogate(
-        self, graph: StochasticGraph, prepared: PreparedBatch, noise: torch.Tensor, state: Any
-    ) -> torch.Tensor:
-        require_topk(graph, self)
-        trace = graph.sample(prepared, noise, graph.hard_gate)
-        losses = trace.losses  # S x B
-        held = losses.detach()
-        others = (held.sum(0, keepdim=True) - held) / (self.num_samples - 1)
-        log_prob = graph.log_prob(trace.logits[0], trace.gates[0])
-        return (losses + (held - others) * log_prob).mean()
-
-    def __repr__(self) -> str:
-        return f"TopKRloo(num_samples={self.num_samples})"
