@@ -139,7 +139,7 @@ ESTIMATOR_COLUMNS = ("name", "unbiased", "distribution", "evaluations_per_draw",
                      "vmap")
 """The columns of `estimator-lab estimators`' table of capability flags."""
 
-ESTIMATOR_GATES = ("bernoulli", "categorical", "all")
+ESTIMATOR_GATES = ("bernoulli", "categorical", "topk", "all")
 """`estimator-lab estimators --gates`: the registry listed, by the gates of the graphs its
 estimators run on (the Bernoulli registry also holds estimators that change the gate, such as
 `sts`: their `distribution` column says so)."""
@@ -155,9 +155,11 @@ def estimator_rows(gates: str = "bernoulli") -> list[dict[str, object]]:
         get_categorical_estimator,
     )
     from estimator_lab.estimators.registry import describe
+    from estimator_lab.estimators.topk import available_topk, get_topk_estimator
 
     registries = {"bernoulli": (available, get_estimator),
-                  "categorical": (available_categorical, get_categorical_estimator)}
+                  "categorical": (available_categorical, get_categorical_estimator),
+                  "topk": (available_topk, get_topk_estimator)}
     rows = []
     for registry in registries if gates == "all" else [gates]:
         names, build = registries[registry]
@@ -186,7 +188,7 @@ def _cmd_estimators(args: argparse.Namespace) -> None:
     for row in [dict(zip(ESTIMATOR_COLUMNS, ESTIMATOR_COLUMNS, strict=True)), *rows]:
         print("  ".join(f"{row[c]!s:<{widths[c]}}" for c in ESTIMATOR_COLUMNS).rstrip())
     for row in rows:
-        label = row["name"] if row["gates"] == "bernoulli" else f"{row['name']} (categorical)"
+        label = row["name"] if row["gates"] == "bernoulli" else f"{row['name']} ({row['gates']})"
         print(f"\n{label}: {row['description']}\n    {row['reference'] or 'no reference'}"
               f" ({row['class']})")
 
@@ -293,8 +295,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                       help="small graph spec: toy:n=4,t=0.45 | toy:logits=0.5/-1,t=0.3 | "
                            "sbn:4-4-4[,inputs=8,batch=2,scale=2] | "
                            "tiny-conditional:gates=12[,hidden=8,batch=4] | "
-                           "cat-toy:n=3,k=4,t=0.45[,batch=1] (categorical gates: its "
-                           "estimators are `estimator-lab estimators --gates categorical`)")
+                           "cat-toy:n=3,k=4,t=0.45[,batch=1] | "
+                           "cat-vae:latents=4,classes=8[,hidden=32,batch=4] (categorical "
+                           "gates: `estimator-lab estimators --gates categorical`) | "
+                           "topk-toy:n=2,classes=4,k=2,t=0.45 | moe:experts=4,k=2 (top-k "
+                           "gates: `estimators --gates topk`)")
     bias.add_argument("--out", required=True, help="report folder, replaced whole on success")
     _add_study_arguments(bias, draws=10_000)
     bias.add_argument("--alpha", type=open_unit_interval, default=0.01,
@@ -343,8 +348,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     )
     estimators.add_argument("--gates", choices=ESTIMATOR_GATES, default="bernoulli",
                             help="list the estimators for graphs with Bernoulli gates, with "
-                                 "categorical gates (cat-toy: `bias` and `variance` pick these "
-                                 "by name), or both (default: %(default)s)")
+                                 "categorical gates (cat-toy, cat-vae) or with top-k gates "
+                                 "(topk-toy, moe): `bias` and `variance` pick the registry of "
+                                 "the graph's gates by name; or all (default: %(default)s)")
     estimators.set_defaults(run=_cmd_estimators)
 
     data = commands.add_parser("data", help="MNIST: fetch and verify, or describe the cache")

@@ -20,6 +20,7 @@ import torch
 from estimator_lab.cli import main
 from estimator_lab.estimators import available
 from estimator_lab.estimators.categorical import available_categorical, get_categorical_estimator
+from estimator_lab.estimators.topk import available_topk
 from estimator_lab.graphs.categorical import CategoricalToy
 from estimator_lab.studies.bias import RESULT_COLUMNS
 
@@ -130,8 +131,17 @@ def test_estimators_lists_the_categorical_registry_with_its_distribution(capsys)
     assert all(entry.startswith(f"{row[0]} (categorical): ")
                for entry, row in zip(described, rows[1:], strict=True))
     rows, described = _listing("all", capsys)
-    assert len(rows) - 1 == len(available()) + len(available_categorical()) == len(described)
+    assert (len(rows) - 1 == len(described)
+            == len(available()) + len(available_categorical()) + len(available_topk()))
     assert [row[2] for row in rows[1:]].count("categorical") == len(available_categorical())
+
+
+def test_estimators_lists_the_topk_registry(capsys):
+    rows, described = _listing("topk", capsys)
+    assert [row[0] for row in rows[1:]] == available_topk()
+    assert {row[2] for row in rows[1:]} == {"topk"}
+    assert all(entry.startswith(f"{row[0]} (topk): ")
+               for entry, row in zip(described, rows[1:], strict=True))
 
 
 @pytest.mark.statistical
