@@ -528,9 +528,10 @@ def render(results, profile, manifest: dict) -> str:
     reading = (f"In the profile, the draws (the estimators' forward and backward passes under "
                f"vmap) take {draws_share:.0%} of the fast path's time, and `einsum` alone, the "
                f"`B x classes` by `classes x G` products of `ConditionalNetwork.gate_flip_gains` "
-               f"that the `{REFERENCE}` reference calls, takes {flips_share:.0%}; folding the draws into the moments takes {fold_share:.0%} "
-               f"and the noise {noise_share:.0%}. The command is bounded by the reference's "
-               "draws, not by the estimator's: compare `fast` with `fast+ref`.")
+               f"that the `{REFERENCE}` reference calls, takes {flips_share:.0%}; folding the "
+               f"draws into the moments takes {fold_share:.0%} and the noise {noise_share:.0%}. "
+               "The command is bounded by the reference's draws, not by the estimator's: "
+               "compare `fast` with `fast+ref`.")
     verdict = (f"The whole command reaches {head['ratio'].min():.2f}x to {best:.2f}x the naive "
                f"loop of the estimator alone ({'at' if best >= 20 else 'short of'} the 20x "
                f"target), and {head['ratio_with_reference'].min():.2f}x to "
