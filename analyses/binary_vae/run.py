@@ -53,17 +53,13 @@ from estimator_lab.cli import format_duration  # noqa: E402
 from estimator_lab.data import mnist  # noqa: E402
 from estimator_lab.estimators import get_estimator  # noqa: E402
 from estimator_lab.estimators.prepare import warmed_up_state  # noqa: E402
-from estimator_lab.graphs.binary_vae import (  # noqa: E402
-    BinaryVAE,
-    BinaryVAEConfig,
-    evaluate_bounds,
-    train_adam,
-)
+from estimator_lab.graphs.binary_vae import BinaryVAE, BinaryVAEConfig  # noqa: E402
 from estimator_lab.plotting.style import estimator_palette, legend_beside  # noqa: E402
 from estimator_lab.reporting import markdown_table, run_manifest, staged_directory  # noqa: E402
 from estimator_lab.reporting.builder import figure_bytes  # noqa: E402
 from estimator_lab.reporting.markdown import format_interval, format_number  # noqa: E402
 from estimator_lab.serialization import safe_load_dict  # noqa: E402
+from estimator_lab.train.binary_vae import evaluate_bounds, train_adam  # noqa: E402
 from estimator_lab.validation.binary_vae_check import encoder_variances  # noqa: E402
 
 ESTIMATORS = {

@@ -232,18 +232,24 @@ def child_profile(name: str, quick: bool) -> list[dict]:
 def use_sources(folder: str) -> None:
     """Makes `fastpath.py` and `noise.py` from `folder` the modules the runner uses (of a commit
     since `montecarlo/runner.py` exists: an earlier fastpath.py imports `run_plan` from the
-    engine)."""
+    engine). The noise module is registered under both its names, `estimator_lab.noise` and
+    the `estimator_lab.montecarlo.noise` it had before it moved to the ground floor."""
     import estimator_lab.montecarlo as package
     from estimator_lab.montecarlo import runner
 
-    for name in ("noise", "fastpath"):  # fastpath imports noise
-        full = f"estimator_lab.montecarlo.{name}"
-        spec = importlib.util.spec_from_file_location(full, Path(folder) / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[full] = module
-        spec.loader.exec_module(module)
-        setattr(package, name, module)
-    runner.fastpath = sys.modules["estimator_lab.montecarlo.fastpath"]
+    noise = _load("estimator_lab.noise", Path(folder) / "noise.py")
+    sys.modules["estimator_lab.montecarlo.noise"] = noise
+    package.fastpath = _load("estimator_lab.montecarlo.fastpath", Path(folder) / "fastpath.py")
+    runner.fastpath = package.fastpath
+
+
+def _load(name: str, path: Path):
+    """The module `name` executed from the file `path`, registered in `sys.modules`."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def child(args: argparse.Namespace) -> None:
@@ -320,12 +326,20 @@ def child_case(spec: str, quick: bool, sources: str | None = None, repeats: int 
 
 
 def old_sources(commit: str, folder: Path) -> Path:
-    """`fastpath.py` and `noise.py` of `commit`, written to `folder`."""
+    """`fastpath.py` and `noise.py` of `commit`, written to `folder` (`noise.py` from
+    `estimator_lab/`, or from `estimator_lab/montecarlo/` where it lived before)."""
     root = Path(__file__).resolve().parents[2]
-    for name in ("fastpath", "noise"):
-        text = subprocess.run(["git", "show", f"{commit}:estimator_lab/montecarlo/{name}.py"],
-                              cwd=root, capture_output=True, text=True, check=True).stdout
-        (folder / f"{name}.py").write_text(text)
+    candidates = {"fastpath": ["montecarlo/fastpath.py"],
+                  "noise": ["noise.py", "montecarlo/noise.py"]}
+    for name, paths in candidates.items():
+        for path in paths:
+            shown = subprocess.run(["git", "show", f"{commit}:estimator_lab/{path}"], cwd=root,
+                                   capture_output=True, text=True)
+            if shown.returncode == 0:
+                (folder / f"{name}.py").write_text(shown.stdout)
+                break
+        else:
+            raise FileNotFoundError(f"{commit} has no estimator_lab/{paths[0]}")
     return folder
 
 

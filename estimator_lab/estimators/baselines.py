@@ -35,6 +35,12 @@ from typing import Any
 
 import torch
 
+from estimator_lab.configurations import (
+    DEFAULT_MAX_CONFIGURATIONS,
+    EnumerationTooLarge,
+    check_enumerable,
+    iter_configuration_chunks,
+)
 from estimator_lab.estimators.base import (
     GradientEstimator,
     bernoulli_log_prob,
@@ -43,14 +49,8 @@ from estimator_lab.estimators.base import (
 )
 from estimator_lab.estimators.registry import register_estimator
 from estimator_lab.estimators.reinforce import Reinforce
-from estimator_lab.exact.enumeration import (
-    DEFAULT_MAX_CONFIGURATIONS,
-    EnumerationTooLarge,
-    check_enumerable,
-    iter_configuration_chunks,
-)
 from estimator_lab.graphs.base import GateTrace, PreparedBatch, StochasticGraph
-from estimator_lab.montecarlo.noise import uniform_noise
+from estimator_lab.noise import uniform_noise
 
 
 class Baseline:

@@ -19,7 +19,7 @@ from estimator_lab.estimators.baselines import oracle_baseline_values
 from estimator_lab.estimators.categorical.registry import estimator_for
 from estimator_lab.graphs.base import StochasticGraph
 from estimator_lab.graphs.categorical import gate_distribution
-from estimator_lab.montecarlo.noise import uniform_noise
+from estimator_lab.noise import uniform_noise
 
 WARMUP_SEED_OFFSET = 1_000_003
 """Warm-up noise uses `seed + WARMUP_SEED_OFFSET`, a stream apart from the measured draws."""

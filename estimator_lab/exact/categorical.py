@@ -20,13 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from estimator_lab.exact.enumeration import (
-    DEFAULT_MAX_CONFIGURATIONS,
-    EnumerationTooLarge,
-    GateLaw,
-    exact_gradient,
-    law_configurations,
-)
+from estimator_lab.configurations import DEFAULT_MAX_CONFIGURATIONS, EnumerationTooLarge
+from estimator_lab.exact.enumeration import GateLaw, exact_gradient, law_configurations
 from estimator_lab.exact.moments import ExactMoments, exact_moments, law_atoms
 from estimator_lab.exact.topk import topk_law
 from estimator_lab.graphs.base import PreparedBatch, StochasticGraph

@@ -36,13 +36,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from estimator_lab.exact.enumeration import (
+from estimator_lab.configurations import (
     DEFAULT_MAX_CONFIGURATIONS,
-    GateLaw,
     check_enumerable,
     iter_configuration_chunks,
-    iter_law_chunks,
 )
+from estimator_lab.exact.enumeration import GateLaw, iter_law_chunks
 from estimator_lab.graphs.base import PreparedBatch, StochasticGraph
 from estimator_lab.montecarlo.engine import GATE_LOGITS, gradient_draws
 from estimator_lab.montecarlo.moments import Moments, merge_moments

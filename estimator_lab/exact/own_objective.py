@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from estimator_lab.exact.enumeration import check_enumerable, configurations
+from estimator_lab.configurations import check_enumerable, configurations
 from estimator_lab.exact.moments import quadrature_atoms
 from estimator_lab.graphs.base import StochasticGraph
 from estimator_lab.montecarlo.engine import GATE_LOGITS, tracked_parameters

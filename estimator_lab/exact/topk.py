@@ -22,13 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from estimator_lab.exact.enumeration import (
-    DEFAULT_MAX_CONFIGURATIONS,
-    EnumerationTooLarge,
-    GateLaw,
-    exact_gradient,
-    iter_law_chunks,
-)
+from estimator_lab.configurations import DEFAULT_MAX_CONFIGURATIONS, EnumerationTooLarge
+from estimator_lab.exact.enumeration import GateLaw, exact_gradient, iter_law_chunks
 from estimator_lab.exact.moments import ExactMoments, NotComputable, exact_moments
 from estimator_lab.graphs.categorical import gate_distribution
 from estimator_lab.graphs.topk import (

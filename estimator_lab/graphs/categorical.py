@@ -19,7 +19,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from estimator_lab.exact.enumeration import DEFAULT_MAX_CONFIGURATIONS, EnumerationTooLarge
+from estimator_lab.configurations import DEFAULT_MAX_CONFIGURATIONS, EnumerationTooLarge
 from estimator_lab.graphs.base import GateFunction, GateTrace, PreparedBatch, StochasticGraph
 from estimator_lab.graphs.spec_options import pop_number, too_many_configurations
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from estimator_lab.exact.enumeration import DEFAULT_MAX_CONFIGURATIONS
+from estimator_lab.configurations import DEFAULT_MAX_CONFIGURATIONS
 from estimator_lab.graphs.base import StochasticGraph
 from estimator_lab.graphs.conditional import ConditionalConfig, ConditionalNetwork
 from estimator_lab.graphs.sbn import SigmoidBeliefNet

@@ -7,8 +7,8 @@ from estimator_lab.montecarlo.accumulators import (
     moments_of,
 )
 from estimator_lab.montecarlo.engine import GATE_LOGITS, iter_draw_chunks
-from estimator_lab.montecarlo.noise import uniform_noise
 from estimator_lab.montecarlo.runner import run_draws
+from estimator_lab.noise import uniform_noise
 
 __all__ = [
     "GATE_LOGITS",

@@ -18,8 +18,8 @@ import torch
 from tqdm.auto import tqdm
 
 from estimator_lab.graphs.base import StochasticGraph
-from estimator_lab.montecarlo.noise import uniform_noise
 from estimator_lab.montecarlo.plan import DrawPlan
+from estimator_lab.noise import uniform_noise
 
 if TYPE_CHECKING:  # estimators import this module: only a type here
     from estimator_lab.estimators.base import GradientEstimator

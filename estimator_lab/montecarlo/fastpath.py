@@ -38,8 +38,8 @@ from estimator_lab.graphs.base import StochasticGraph
 from estimator_lab.montecarlo.accumulators import MomentAccumulator, Moments
 from estimator_lab.montecarlo.engine import GATE_LOGITS, gradient_draws, tracked_parameters
 from estimator_lab.montecarlo.groups import WeightPart
-from estimator_lab.montecarlo.noise import uniform_noise
 from estimator_lab.montecarlo.plan import DrawPlan
+from estimator_lab.noise import uniform_noise
 
 if TYPE_CHECKING:  # estimators import the engine: only a type here
     from estimator_lab.estimators.base import GradientEstimator

@@ -130,7 +130,7 @@ def _train(config: CheckpointConfig, files: dict[int, Path], progress: bool) -> 
 
     from estimator_lab.data import mnist
     from estimator_lab.estimators import get_estimator
-    from estimator_lab.montecarlo.noise import draw_seed
+    from estimator_lab.noise import draw_seed
     from estimator_lab.reporting import atomic_write_bytes
     from estimator_lab.train.loop import SGDConfig, train_steps
 
@@ -182,7 +182,7 @@ def _validation(graph: ConditionalNetwork, valid: tuple[torch.Tensor, torch.Tens
                 seed: int) -> dict:
     """Validation error (percent) at gates sampled from seeded noise, and mean gate activity."""
     from estimator_lab.graphs.gates import bernoulli_gates
-    from estimator_lab.montecarlo.noise import uniform_noise
+    from estimator_lab.noise import uniform_noise
 
     prepared = graph.prepare(valid)
     noise = uniform_noise(seed, range(1), tuple(prepared.logits.shape))[0]

@@ -22,7 +22,7 @@ from estimator_lab.estimators import get_estimator
 from estimator_lab.graphs import ConditionalConfig, ConditionalNetwork
 from estimator_lab.montecarlo import GATE_LOGITS, MomentAccumulator, iter_draw_chunks
 from estimator_lab.montecarlo.engine import gradient_draws
-from estimator_lab.montecarlo.noise import uniform_noise
+from estimator_lab.noise import uniform_noise
 from estimator_lab.plotting import group_variance_plot
 from estimator_lab.reporting import Report, run_manifest, staged_directory
 from estimator_lab.stats import summary_frame, zero_mean_test

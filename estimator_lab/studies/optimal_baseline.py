@@ -131,7 +131,7 @@ def warm_baselines(
         the state of each baseline, by name.
     """
     from estimator_lab.graphs.gates import hard_bernoulli
-    from estimator_lab.montecarlo.noise import uniform_noise
+    from estimator_lab.noise import uniform_noise
 
     states = {name: b.init(graph) for name, b in baselines.items()}
     with torch.no_grad():
@@ -230,6 +230,7 @@ def exact_part(config: OptimalBaselineConfig, progress: bool = False) -> pd.Data
     """Exact total variances on the small graphs, one row per graph, estimator and warm-up."""
     from tqdm.auto import tqdm
 
+    from estimator_lab.configurations import EnumerationTooLarge
     from estimator_lab.estimators import get_estimator
     from estimator_lab.estimators.baselines import (
         EmaBaseline,
@@ -239,7 +240,6 @@ def exact_part(config: OptimalBaselineConfig, progress: bool = False) -> pd.Data
     )
     from estimator_lab.estimators.prepare import WARMUP_SEED_OFFSET
     from estimator_lab.exact import NotComputable, exact_moments
-    from estimator_lab.exact.enumeration import EnumerationTooLarge
     from estimator_lab.graphs.specs import build_problem
 
     rows = []
@@ -322,7 +322,7 @@ def exact_factors(exact: pd.DataFrame, main_decay: float) -> pd.DataFrame:
 def _stream(config: OptimalBaselineConfig) -> Callable[[int], tuple[torch.Tensor, ...]]:
     """`step -> ` a seeded random minibatch of training images (the training-like stream)."""
     from estimator_lab.data import mnist
-    from estimator_lab.montecarlo.noise import draw_seed
+    from estimator_lab.noise import draw_seed
 
     images, labels = mnist("train", path=config.checkpoints.data_path).tensors()
 

@@ -47,7 +47,7 @@ from estimator_lab.graphs.categorical import CategoricalGraph
 from estimator_lab.graphs.toy import ToyGraph
 from estimator_lab.montecarlo.accumulators import MomentAccumulator, Moments
 from estimator_lab.montecarlo.engine import GATE_LOGITS, gradient_draws
-from estimator_lab.montecarlo.noise import uniform_noise
+from estimator_lab.noise import uniform_noise
 from estimator_lab.stats.unbiasedness import rounding_scale, zero_mean_test
 from estimator_lab.testing.contract import (
     DEFAULT_ALPHA,

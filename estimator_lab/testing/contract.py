@@ -71,7 +71,7 @@ from estimator_lab.graphs.conditional import ConditionalConfig, ConditionalNetwo
 from estimator_lab.graphs.sbn import SigmoidBeliefNet
 from estimator_lab.montecarlo.accumulators import MomentAccumulator, Moments
 from estimator_lab.montecarlo.engine import GATE_LOGITS, gradient_draws
-from estimator_lab.montecarlo.noise import uniform_noise
+from estimator_lab.noise import uniform_noise
 from estimator_lab.stats.unbiasedness import rounding_scale, zero_mean_test
 
 CHECKS = ("flags", "shapes", "dtypes", "devices", "determinism", "no_leaks", "unbiasedness")

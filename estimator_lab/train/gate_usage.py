@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from estimator_lab.graphs import ConditionalNetwork
-from estimator_lab.montecarlo.noise import uniform_noise
+from estimator_lab.noise import uniform_noise
 from estimator_lab.train.gaters import (
     NOISE_STREAMS,
     GaterConfig,

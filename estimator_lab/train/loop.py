@@ -16,7 +16,7 @@ import torch
 from estimator_lab.estimators.base import GradientEstimator
 from estimator_lab.graphs.base import StochasticGraph
 from estimator_lab.graphs.gates import hard_bernoulli
-from estimator_lab.montecarlo.noise import uniform_noise
+from estimator_lab.noise import uniform_noise
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from estimator_lab.atomic import atomic_write_bytes, atomic_write_text
 from estimator_lab.data import mnist
 from estimator_lab.estimators.baselines import RatioState, ReinforceOptimal
 from estimator_lab.graphs import ConditionalConfig, ConditionalNetwork
-from estimator_lab.montecarlo.noise import uniform_noise
+from estimator_lab.noise import uniform_noise
 from estimator_lab.serialization import safe_load
 from estimator_lab.train.gaters import (
     NOISE_STREAMS,

@@ -25,15 +25,10 @@ import pandas as pd
 import torch
 
 from estimator_lab.estimators.prepare import prepare_estimator
-from estimator_lab.graphs.binary_vae import (
-    BinaryVAE,
-    BinaryVAEConfig,
-    dynamic_minibatch,
-    evaluate_bounds,
-    train_adam,
-)
+from estimator_lab.graphs.binary_vae import BinaryVAE, BinaryVAEConfig
 from estimator_lab.montecarlo import run_draws
 from estimator_lab.stats.intervals import group_mean, paired_ratio
+from estimator_lab.train.binary_vae import dynamic_minibatch, evaluate_bounds, train_adam
 from estimator_lab.validation.budget import Budget
 from estimator_lab.validation.target import Target
 from estimator_lab.validation.verdict import Verdict

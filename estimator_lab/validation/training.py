@@ -15,7 +15,7 @@ import torch
 from estimator_lab.estimators.prepare import prepare_estimator
 from estimator_lab.graphs import ConditionalNetwork
 from estimator_lab.graphs.gates import hard_bernoulli
-from estimator_lab.montecarlo.noise import uniform_noise
+from estimator_lab.noise import uniform_noise
 from estimator_lab.train.loop import SGDConfig, train_steps
 from estimator_lab.validation.budget import Budget
 from estimator_lab.validation.target import Target

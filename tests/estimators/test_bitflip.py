@@ -10,7 +10,7 @@ from estimator_lab.graphs import ConditionalConfig, ConditionalNetwork
 from estimator_lab.graphs.toy import ToyGraph
 from estimator_lab.montecarlo import GATE_LOGITS
 from estimator_lab.montecarlo.engine import gradient_draws
-from estimator_lab.montecarlo.noise import uniform_noise
+from estimator_lab.noise import uniform_noise
 
 
 def small_net(bias, batch_size: int = 2, seed: int = 0):

@@ -29,7 +29,7 @@ from estimator_lab.graphs.categorical import (
     softmax_jacobian_product,
 )
 from estimator_lab.montecarlo.engine import gradient_draws
-from estimator_lab.montecarlo.noise import uniform_noise
+from estimator_lab.noise import uniform_noise
 from estimator_lab.testing.categorical_contract import categorical_probe
 
 UNBIASED = ["indecater", "local-expectation", "reinforce", "reinforce-optimal", "rloo"]

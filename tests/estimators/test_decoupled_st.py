@@ -8,7 +8,7 @@ from estimator_lab.graphs import ConditionalConfig, ConditionalNetwork
 from estimator_lab.graphs.sbn import SigmoidBeliefNet
 from estimator_lab.graphs.toy import ToyGraph
 from estimator_lab.montecarlo.engine import gradient_draws
-from estimator_lab.montecarlo.noise import uniform_noise
+from estimator_lab.noise import uniform_noise
 from estimator_lab.testing.contract import check_estimator
 
 

@@ -9,7 +9,7 @@ from estimator_lab.graphs import ConditionalConfig, ConditionalNetwork, Prepared
 from estimator_lab.graphs.base import StochasticGraph
 from estimator_lab.montecarlo import GATE_LOGITS
 from estimator_lab.montecarlo.engine import gradient_draws
-from estimator_lab.montecarlo.noise import uniform_noise
+from estimator_lab.noise import uniform_noise
 from estimator_lab.testing.contract import check_estimator
 
 

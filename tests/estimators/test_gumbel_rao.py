@@ -26,7 +26,7 @@ from estimator_lab.graphs.categorical import (
 )
 from estimator_lab.graphs.toy import ToyGraph
 from estimator_lab.montecarlo.engine import gradient_draws
-from estimator_lab.montecarlo.noise import uniform_noise
+from estimator_lab.noise import uniform_noise
 
 
 def test_bernoulli_draws_are_the_two_class_categorical_draws():

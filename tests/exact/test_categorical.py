@@ -3,13 +3,13 @@
 import pytest
 import torch
 
+from estimator_lab.configurations import EnumerationTooLarge
 from estimator_lab.exact.categorical import (
     categorical_configurations,
     categorical_exact_gradient,
     check_categorical_enumerable,
     enumeration_atoms,
 )
-from estimator_lab.exact.enumeration import EnumerationTooLarge
 from estimator_lab.graphs.categorical import CategoricalToy, categorical_gates
 
 

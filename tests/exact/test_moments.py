@@ -16,7 +16,7 @@ from estimator_lab.estimators import get_estimator
 from estimator_lab.exact import NotComputable, exact_gradient, exact_moments
 from estimator_lab.graphs.specs import build_problem
 from estimator_lab.montecarlo.engine import GATE_LOGITS, gradient_draws
-from estimator_lab.montecarlo.noise import uniform_noise
+from estimator_lab.noise import uniform_noise
 
 ALPHA = 1e-3
 NUM_DRAWS = 100_000

@@ -5,7 +5,7 @@ import itertools
 import pytest
 import torch
 
-from estimator_lab.exact.enumeration import EnumerationTooLarge
+from estimator_lab.configurations import EnumerationTooLarge
 from estimator_lab.exact.topk import cell_noise, iter_topk_chunks, topk_exact_gradient
 from estimator_lab.graphs.categorical import CategoricalToy
 from estimator_lab.graphs.topk import TopKToy, topk_gates, topk_subsets

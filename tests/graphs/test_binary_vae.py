@@ -14,17 +14,12 @@ import torch
 
 from estimator_lab.estimators import get_estimator
 from estimator_lab.exact import exact_gradient, exact_moments
-from estimator_lab.graphs.binary_vae import (
-    BinaryVAE,
-    BinaryVAEConfig,
-    dynamic_minibatch,
-    evaluate_bounds,
-    train_adam,
-)
+from estimator_lab.graphs.binary_vae import BinaryVAE, BinaryVAEConfig
 from estimator_lab.montecarlo import GATE_LOGITS, moments_of
 from estimator_lab.montecarlo.engine import gradient_draws
-from estimator_lab.montecarlo.noise import uniform_noise
+from estimator_lab.noise import uniform_noise
 from estimator_lab.stats.unbiasedness import rounding_scale, zero_mean_test
+from estimator_lab.train.binary_vae import dynamic_minibatch, evaluate_bounds, train_adam
 
 TINY = {"linear": BinaryVAEConfig(num_inputs=5, num_latents=3),
         "nonlinear": BinaryVAEConfig(num_inputs=5, num_latents=3, hidden=(4,))}

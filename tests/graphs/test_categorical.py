@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from estimator_lab.exact.enumeration import EnumerationTooLarge
+from estimator_lab.configurations import EnumerationTooLarge
 from estimator_lab.graphs.categorical import (
     CategoricalToy,
     categorical_gates,

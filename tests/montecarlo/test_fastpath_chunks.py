@@ -14,7 +14,7 @@ from estimator_lab.estimators import get_estimator
 from estimator_lab.graphs import ConditionalConfig, ConditionalNetwork
 from estimator_lab.montecarlo import run_draws
 from estimator_lab.montecarlo.fastpath import restore_accumulator
-from estimator_lab.montecarlo.noise import below_one_in
+from estimator_lab.noise import below_one_in
 
 CONFIG = ConditionalConfig(num_inputs=20, num_gater_hidden=6, num_gates=12, num_classes=4)
 NUM_DRAWS = 260

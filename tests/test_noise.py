@@ -5,7 +5,7 @@ import pytest
 import torch
 from scipy import stats
 
-from estimator_lab.montecarlo.noise import draw_seed, uniform_noise
+from estimator_lab.noise import draw_seed, uniform_noise
 
 SHAPE = (4, 6)
 
