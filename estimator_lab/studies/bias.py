@@ -33,13 +33,27 @@ from estimator_lab.graphs.specs import build_problem
 from estimator_lab.montecarlo import GATE_LOGITS, run_draws
 from estimator_lab.montecarlo.accumulators import Moments
 from estimator_lab.plotting import bias_interval_plot
-from estimator_lab.reporting import Report, run_manifest, staged_directory
+from estimator_lab.reporting import Report, run_manifest
 from estimator_lab.stats import rounding_scale, zero_mean_test
+from estimator_lab.studies.protocol import STUDIES
+from estimator_lab.studies.rebuild import (
+    BIAS_TEST_NUMERIC,
+    check_blocks,
+    check_columns,
+    check_draws,
+    graph_layout,
+    mismatch,
+)
 
 RESULT_COLUMNS = [
     "graph", "estimator", "parameter", "index", "exact", "mean", "stderr", "variance",
     "exact_mean", "exact_variance", "pvalue", "pvalue_adjusted",
 ]
+"""The columns of `results.csv`, one row per estimator and coordinate."""
+
+SUMMARY_NUMERIC = [*BIAS_TEST_NUMERIC, "exact_bias_norm", "relative_exact_bias", "mean_variance",
+                   "exact_mean_variance"]
+"""The numeric columns of `summary.csv`."""
 
 
 @dataclass(frozen=True)
@@ -166,14 +180,14 @@ def run_bias(config: BiasConfig, out: str | Path, *, progress: bool = False) -> 
         wall_time_s=time.perf_counter() - started, study="bias", config=asdict(config),
         expected_loss=float(value), num_gates=graph.num_gates, **_gate_sizes(graph),
     )
-    with staged_directory(out) as stage:
-        results.to_csv(stage / "results.csv", index=False)
-        summary.to_csv(stage / "summary.csv", index=False)
+
+    def save_graph(stage: Path) -> None:
         torch.save({"spec": config.graph, "seed": config.seed,
                     "state_dict": {k: v.cpu() for k, v in graph.state_dict().items()},
                     "batch": [t.cpu() for t in batch]}, stage / "graph.pt")
-        bias_report(config, results, summary, manifest).write(stage)
-    return Path(out) / "report.md"
+
+    tables = {"results": results, "summary": summary}
+    return STUDIES["bias"].write(out, config, tables, manifest, files=save_graph)
 
 
 def _gate_sizes(graph) -> dict[str, int]:
@@ -234,3 +248,37 @@ estimator-lab bias --graph '{config.graph}' --estimators {",".join(config.estima
     --draws {config.draws} --seed {config.seed} --alpha {config.alpha} --out DIR
 ```""")
     return report
+
+
+def check_tables(folder: Path, config: BiasConfig, tables: dict[str, pd.DataFrame],
+                 manifest: dict) -> None:
+    """Checks a saved bias study before its report is rebuilt (`studies.rebuild`): the graph
+    spec builds, the tables' columns hold numbers where numbers belong, and their rows are the
+    configured estimators times the graph's coordinates, each with the configured draws.
+
+    Raises:
+        ReportError: the first thing that does not match, in one line.
+    """
+    results, summary = tables["results"], tables["summary"]
+    layout = graph_layout(config.graph, config.seed, folder)
+    text = ["graph", "estimator", "parameter"]
+    path = folder / "results.csv"
+    check_columns(results, path, numeric=[c for c in RESULT_COLUMNS if c not in text],
+                  text=text)
+    if results["graph"].ne(config.graph).any():
+        raise mismatch(path, f"rows of another graph than {config.graph!r}")
+    coordinates = int(layout["numel"].sum())
+    sizes = check_blocks(results, path, config.estimators)
+    parameters = np.repeat(layout["parameter"].to_numpy(), layout["numel"].to_numpy())
+    index = np.concatenate([np.arange(n) for n in layout["numel"]])
+    for name, block in results.groupby("estimator", sort=False):
+        if (sizes[name] != coordinates or (block["parameter"].to_numpy() != parameters).any()
+                or (block["index"].to_numpy() != index).any()):
+            raise mismatch(path, f"{name} has {sizes[name]} rows, not the {coordinates} "
+                                 f"coordinates of {config.graph!r} in order")
+    path = folder / "summary.csv"
+    check_columns(summary, path, numeric=SUMMARY_NUMERIC, text=["estimator"])
+    check_blocks(summary, path, config.estimators)
+    if summary["coordinates"].ne(coordinates).any():
+        raise mismatch(path, f"coordinates other than the graph's {coordinates}")
+    check_draws(summary, path, dict.fromkeys(config.estimators, config.draws))

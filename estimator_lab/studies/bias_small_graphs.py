@@ -43,9 +43,10 @@ from estimator_lab.exact import EnumerationTooLarge, NotComputable, exact_gradie
 from estimator_lab.graphs.specs import build_problem
 from estimator_lab.montecarlo import run_draws
 from estimator_lab.plotting import estimator_order, variance_interval_plot
-from estimator_lab.reporting import Report, run_manifest, staged_directory
+from estimator_lab.reporting import Report, run_manifest
 from estimator_lab.stats import group_mean, summary_frame, variance_with_error
 from estimator_lab.studies.bias import BiasConfig, estimator_rows
+from estimator_lab.studies.protocol import STUDIES
 
 EXACT_BIAS_RESOLUTION = 1e-9
 """An exact relative bias above this is a bias: float64 rounding leaves ~1e-15 (a million
@@ -143,16 +144,6 @@ SUMMARY_TABLE_COLUMNS = {
 """The columns of the report's summary table (all are in `summary.csv`, with more)."""
 
 
-def run(out: str | Path, *, quick: bool, seed: int, progress: bool) -> Path:
-    """`estimator-lab run bias_small_graphs`: the full suite, or `QUICK` with `quick`.
-
-    Returns:
-        the path of `report.md`.
-    """
-    config = replace(QUICK if quick else FULL, seed=seed)
-    return run_small_graphs(config, out, progress=progress)
-
-
 def run_small_graphs(config: SmallGraphsConfig, out: str | Path, *, progress: bool = False) -> Path:
     """Runs the study and writes its report folder (replaced whole on success).
 
@@ -177,13 +168,9 @@ def run_small_graphs(config: SmallGraphsConfig, out: str | Path, *, progress: bo
         wall_time_s=time.perf_counter() - started, study="bias_small_graphs",
         config=asdict(config) | {"estimators": list(names)},
     )
-    with staged_directory(out) as stage:
-        summary.to_csv(stage / "summary.csv", index=False)
-        tensors.to_csv(stage / "tensors.csv", index=False)
-        coordinates.to_csv(stage / "coordinates.csv", index=False)
-        graphs.to_csv(stage / "graphs.csv", index=False)
-        small_graphs_report(config, summary, graphs, manifest).write(stage)
-    return Path(out) / "report.md"
+    tables = {"summary": summary, "tensors": tensors, "coordinates": coordinates,
+              "graphs": graphs}
+    return STUDIES["bias_small_graphs"].write(out, config, tables, manifest)
 
 
 def _not_run_row(spec: str, name: str, reason: str) -> dict:
@@ -327,7 +314,7 @@ def _summary_row(spec, name, estimator, exact, accumulator, verdict, truth, para
     if estimator.distribution != "bernoulli":
         reasons.append(f"targets the {estimator.distribution} objective; bias is against the "
                        "Bernoulli gradient")
-    if name == "reinforce-oracle":
+    if estimator.batch_state:
         reasons.append("prepared: Eq. 10 oracle values of the batch (prepare_estimator)")
     row["reason"] = "; ".join(reasons)
     return row

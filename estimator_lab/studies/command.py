@@ -1,29 +1,23 @@
 """`estimator-lab run STUDY [--quick] [--out DIR]`: the studies of `analyses/`, by name.
 
-Each study is a function `run(out, *, quick, seed, progress) -> Path` (the report file) in its
-own module; `--quick` is the tiny configuration that finishes on a 2-core CPU in minutes and is
-smoke tested, the default is the full run whose report is committed under `reports/`.
+The studies are those of the registry (`studies.protocol.STUDIES`) written by this command
+(`command == "run"`): each module has a `FULL` configuration, the default, whose report is
+committed under `reports/`, and a `QUICK` one (`--quick`), the tiny configuration that
+finishes on a 2-core CPU in minutes and is smoke tested.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import time
+from types import MappingProxyType
 
 from estimator_lab.arguments import add_seed_argument, format_duration
+from estimator_lab.studies.protocol import STUDIES as REGISTRY
 
-STUDIES = {
-    "bias_small_graphs": ("estimator_lab.studies.bias_small_graphs:run",
-                          "every estimator on a suite of small graphs against exact truth"),
-    "optimal_baseline": ("estimator_lab.studies.optimal_baseline:run",
-                         "variance reduction of the Eq. 10 baseline, exact and on MNIST"),
-    "mnist_variance": ("estimator_lab.studies.mnist_variance:run",
-                       "every estimator on the full network through training"),
-    "paper_table": ("estimator_lab.studies.paper_table:run",
-                    "the paper's seven gaters: table and learning curves"),
-}
-"""Study name -> (`module:function`, one-line question)."""
+STUDIES = MappingProxyType({name: study for name, study in REGISTRY.items()
+                            if study.command == "run"})
+"""Study name -> `Study`: the studies of the registry that `estimator-lab run` runs."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,9 +36,8 @@ def main(args: argparse.Namespace) -> None:
     if args.study not in STUDIES:
         raise KeyError(f"unknown study {args.study!r}; choose one of {', '.join(STUDIES)}")
     started = time.perf_counter()
-    target, _ = STUDIES[args.study]
-    module, function = target.split(":")
+    study = STUDIES[args.study]
     out = args.out or f"reports/{args.study}{'-quick' if args.quick else ''}"
-    run = getattr(importlib.import_module(module), function)
-    report = run(out, quick=args.quick, seed=args.seed, progress=not args.quiet)
+    config = study.preset(quick=args.quick, seed=args.seed)
+    report = study.run(config, out, progress=not args.quiet)
     print(f"report written to {report} in {format_duration(time.perf_counter() - started)}")

@@ -13,6 +13,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -24,8 +25,19 @@ from estimator_lab.montecarlo import GATE_LOGITS, MomentAccumulator, iter_draw_c
 from estimator_lab.montecarlo.engine import gradient_draws
 from estimator_lab.noise import uniform_noise
 from estimator_lab.plotting import group_variance_plot
-from estimator_lab.reporting import Report, run_manifest, staged_directory
+from estimator_lab.reporting import Report, run_manifest
 from estimator_lab.stats import summary_frame, zero_mean_test
+from estimator_lab.studies.protocol import STUDIES
+from estimator_lab.studies.rebuild import (
+    BIAS_TEST_NUMERIC,
+    SUMMARY_NUMERIC,
+    ReportError,
+    check_blocks,
+    check_columns,
+    check_draws,
+    check_layout,
+    present_columns,
+)
 
 REFERENCE = "local-expectation"
 
@@ -138,12 +150,9 @@ def run_demo(config: DemoConfig, out: str | Path, *, progress: bool = False) -> 
         study="demo", config=asdict(config),
         parameters=sum(p.numel() for p in graph.parameters()),
     )
-    with staged_directory(out) as stage:
-        results.to_csv(stage / "results.csv", index=False)
-        results.to_parquet(stage / "results.parquet", index=False)
-        bias.to_csv(stage / "bias_check.csv", index=False)
-        demo_report(config, results, bias, manifest).write(stage)
-    return Path(out) / "report.md"
+    return STUDIES["demo"].write(
+        out, config, {"results": results, "bias_check": bias}, manifest,
+        files=lambda stage: results.to_parquet(stage / "results.parquet", index=False))
 
 
 def demo_report(
@@ -201,3 +210,35 @@ family-wise level {config.alpha}. {verdicts}.""",
 estimator-lab demo --draws {config.draws} --seed {config.seed} --out DIR
 ```""")
     return report
+
+
+def check_tables(folder: Path, config: DemoConfig, tables: dict[str, pd.DataFrame],
+                 manifest: dict) -> None:
+    """Checks a saved demo run before its report is rebuilt (`studies.rebuild`): the tables'
+    columns hold numbers where numbers belong, each row's `numel` is its `shape`'s, and the
+    rows are the configured estimators times the network's tensors, with the configured draws.
+
+    Raises:
+        ReportError: the first thing that does not match, in one line.
+    """
+    results, bias = tables["results"], tables["bias_check"]
+    path = folder / "results.csv"
+    check_columns(results, path, numeric=present_columns(results, SUMMARY_NUMERIC),
+                  text=["estimator", "parameter", "shape"])
+    sizes = results["shape"].str.split("x").map(lambda dims: int(np.prod([int(d) for d in dims])))
+    if results["numel"].ne(sizes).any():
+        row = int(np.argmax(results["numel"].ne(sizes).to_numpy()))
+        raise ReportError(f"{path} is damaged: row {row + 2} has {results['numel'].iloc[row]} "
+                          f"coordinates, its shape {results['shape'].iloc[row]} {sizes.iloc[row]}")
+    network = ConditionalNetwork(config.network)
+    layout = pd.DataFrame(
+        [(GATE_LOGITS, config.batch_size * config.network.num_gates)]
+        + [(name, p.numel()) for name, p in network.named_parameters()],
+        columns=["parameter", "numel"],
+    )
+    check_layout(results, path, config.estimators, layout)
+    check_draws(results, path, dict.fromkeys(config.estimators, config.draws))
+    path = folder / "bias_check.csv"
+    check_columns(bias, path, numeric=BIAS_TEST_NUMERIC, text=["estimator"])
+    check_blocks(bias, path, config.estimators)
+    check_draws(bias, path, dict.fromkeys(config.estimators, config.draws))

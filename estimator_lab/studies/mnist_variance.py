@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -267,6 +267,9 @@ QUICK = MnistVarianceConfig(
 )
 """The `--quick` configuration: minutes on a 2-core CPU."""
 
+FULL = MnistVarianceConfig()
+"""The committed run (`reports/mnist_variance`)."""
+
 
 def measurement_problem(parameters_file: str | Path | None, *, seed: int, batch_size: int,
                         data_path: str | None = None):
@@ -363,9 +366,9 @@ def run_mnist_variance(config: MnistVarianceConfig, out: str | Path, *,
     """
     from estimator_lab.estimators import available
     from estimator_lab.reporting import run_manifest
-    from estimator_lab.reporting.builder import write_report_folder
     from estimator_lab.stats.summary import variance_ratio_frame
     from estimator_lab.studies.checkpoints import training_checkpoints
+    from estimator_lab.studies.protocol import STUDIES
 
     started = time.perf_counter()
     names = list(config.estimators or [n for n in available() if n != REFERENCE])
@@ -403,8 +406,7 @@ def run_mnist_variance(config: MnistVarianceConfig, out: str | Path, *,
     )
     tables = {"summary": summary, "ratios": ratios, "sparsity": sparsity,
               "temperature": temperature, "training": training}
-    return write_report_folder(out, tables, mnist_variance_report(config, *tables.values(),
-                                                                  manifest))
+    return STUDIES["mnist_variance"].write(out, config, tables, manifest)
 
 
 def _problem(config: MnistVarianceConfig, file: Path):
@@ -431,12 +433,6 @@ def _with_bias_shift(graph, delta: float):
     with torch.no_grad():
         shifted.gater_out.bias += delta
     return shifted
-
-
-def run(out: str | Path, *, quick: bool, seed: int, progress: bool) -> Path:
-    """`estimator-lab run mnist_variance`: the full study, or `QUICK` with `quick`."""
-    config = replace(QUICK if quick else MnistVarianceConfig(), seed=seed)
-    return run_mnist_variance(config, out, progress=progress)
 
 
 def _notes(config: MnistVarianceConfig, summary: pd.DataFrame) -> pd.DataFrame:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +104,9 @@ QUICK = OptimalBaselineConfig(
     oracle_pilot_draws=500,
 )
 """The `--quick` configuration: minutes on a 2-core CPU."""
+
+FULL = OptimalBaselineConfig()
+"""The committed run (`reports/optimal_baseline`)."""
 
 
 def warm_baselines(
@@ -423,8 +426,8 @@ def run_optimal_baseline(config: OptimalBaselineConfig, out: str | Path, *,
         the path of `report.md`.
     """
     from estimator_lab.reporting import run_manifest
-    from estimator_lab.reporting.builder import write_report_folder
     from estimator_lab.studies.checkpoints import training_checkpoints
+    from estimator_lab.studies.protocol import STUDIES
 
     started = time.perf_counter()
     seconds = {}
@@ -449,14 +452,7 @@ def run_optimal_baseline(config: OptimalBaselineConfig, out: str | Path, *,
     )
     tables = {"exact": exact, "ratios": ratios, "gaps": gaps, "summary": summary,
               "training": training}
-    return write_report_folder(out, tables, optimal_baseline_report(config, *tables.values(),
-                                                                    manifest))
-
-
-def run(out: str | Path, *, quick: bool, seed: int, progress: bool) -> Path:
-    """`estimator-lab run optimal_baseline`: the full study, or `QUICK` with `quick`."""
-    config = replace(QUICK if quick else OptimalBaselineConfig(), seed=seed)
-    return run_optimal_baseline(config, out, progress=progress)
+    return STUDIES["optimal_baseline"].write(out, config, tables, manifest)
 
 
 def _interval_text(estimate: float, low: float, high: float) -> str:

@@ -13,7 +13,7 @@ from run folders as they stand (finished or not), without training.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import matplotlib
@@ -27,8 +27,8 @@ from estimator_lab.data import mnist  # noqa: E402
 from estimator_lab.device import describe_device, resolve_device  # noqa: E402
 from estimator_lab.graphs import ConditionalNetwork  # noqa: E402
 from estimator_lab.reporting import Report, run_manifest  # noqa: E402
-from estimator_lab.reporting.builder import write_report_folder  # noqa: E402
 from estimator_lab.serialization import safe_load  # noqa: E402
+from estimator_lab.studies.protocol import STUDIES  # noqa: E402
 from estimator_lab.train.gate_usage import gate_usage  # noqa: E402
 from estimator_lab.train.gaters import PAPER_GATERS  # noqa: E402
 from estimator_lab.train.sparse import time_sparse_inference  # noqa: E402
@@ -83,12 +83,6 @@ QUICK = PaperTableConfig(max_epochs=2, patience=2, train_size=320, eval_size=200
                          runs_dir="runs/paper-quick", sparse_examples=50)
 
 
-def run(out: str | Path, *, quick: bool = False, seed: int = 0, progress: bool = True) -> Path:
-    """`estimator-lab run paper_table`: trains (or resumes) every run, then writes the report."""
-    config = replace(QUICK if quick else FULL, seeds=(seed,))
-    return run_paper_table(config, out, progress=progress)
-
-
 def run_paper_table(config: PaperTableConfig, out: str | Path, *, progress: bool = True) -> Path:
     """Trains or resumes every (gater, seed) run, then writes the report folder `out`."""
     for gater in config.gaters:
@@ -113,8 +107,7 @@ def paper_table_report(config: PaperTableConfig, out: str | Path) -> Path:
         training_seconds=round(float(curves["epoch_seconds"].sum()), 1),
     )
     tables = {"table": table, "curves": curves, "sparse": sparse, "gate_usage": usage}
-    return write_report_folder(out, tables, report_from_tables(config, *tables.values(),
-                                                               manifest))
+    return STUDIES["paper_table"].write(out, config, tables, manifest)
 
 
 def _table(config: PaperTableConfig, runs: dict) -> pd.DataFrame:

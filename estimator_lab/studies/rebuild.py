@@ -1,20 +1,21 @@
 """Rewrites a study's report from its saved results, without rerunning anything.
 
-`rebuild_report(folder)` reads `manifest.json`, rebuilds the study's configuration from its
-`config` entry, reads the saved result tables and calls the study's own report function, which
-draws its figures from those tables, and writes the report again (`Report.write`). A report
-changed in code can so be regenerated for old runs, and a run's report can be checked against
-its data (the rebuilt files are byte-identical to the original when nothing changed).
-
-Studies are found by the manifest's `study` entry in `STUDIES` (name -> rebuild function).
+`rebuild_report(folder)` reads `manifest.json`, finds the study named by its `study` entry in
+the registry (`studies.protocol.STUDIES`, the registry `estimator-lab run` uses too), rebuilds
+the study's configuration from the `config` entry, reads the tables the study declares its
+report reads (`Study.report_tables`) and calls the study's own report function, which draws its
+figures from those tables, and writes the report again (`Report.write`). A report changed in
+code can so be regenerated for old runs, and a run's report can be checked against its data
+(the rebuilt files are byte-identical to the original when nothing changed).
 
 What is read is checked before anything is written, so a damaged or edited folder gives one
 line saying what is wrong (`ReportError`) instead of a report of wrong numbers: every table
 must be complete (no cut-off last line, every row as wide as the header), the configuration's
-entries must have their fields' types and pass the config class's own checks, a graph spec
-must build through `build_problem` (the parser the CLI uses), and for the `bias`, `demo` and
-`variance` studies the tables' columns must hold numbers where numbers belong and their rows
-must be the configured estimators times the graph's coordinates (or parameter groups).
+entries must have their fields' types and pass the config class's own checks, and a study's
+own check (`Study.check`, built from the helpers here) runs before its report: for the `bias`,
+`demo` and `variance` studies a graph spec must build through `build_problem` (the parser the
+CLI uses), the tables' columns must hold numbers where numbers belong and their rows must be
+the configured estimators times the graph's coordinates (or parameter groups).
 """
 
 from __future__ import annotations
@@ -24,28 +25,19 @@ import io
 import json
 import types
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import fields, is_dataclass
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from estimator_lab.data.mnist import MNISTError
-from estimator_lab.graphs import ConditionalNetwork
 from estimator_lab.graphs.specs import build_problem
 from estimator_lab.montecarlo import GATE_LOGITS
 from estimator_lab.stats import SUMMARY_COLUMNS
-from estimator_lab.studies.bias import RESULT_COLUMNS, BiasConfig, bias_report
-from estimator_lab.studies.demo import DemoConfig, demo_report
-from estimator_lab.studies.variance import (
-    GATE_COLUMNS,
-    REFERENCE,
-    VarianceConfig,
-    variance_report,
-)
+from estimator_lab.studies.protocol import STUDIES, Study
 
 # Floats must read back bit for bit: pandas >= 3.1 does so by default (and deprecates the option).
 _EXACT_FLOATS = (
@@ -103,6 +95,7 @@ def config_from_dict(cls: type, data: Mapping[str, Any]) -> Any:
             field's (`"abc"` for an `int`), or values the class rejects.
 
     Example:
+        >>> from estimator_lab.studies.bias import BiasConfig
         >>> config_from_dict(BiasConfig, {"graph": "toy:n=3", "estimators": ["st"]}).estimators
         ('st',)
     """
@@ -234,7 +227,8 @@ def check_blocks(frame: pd.DataFrame, path: Path, estimators: Sequence[str]) -> 
     return frame.groupby("estimator", sort=False).size()
 
 
-def _mismatch(path: Path, what: str) -> ReportError:
+def mismatch(path: Path, what: str) -> ReportError:
+    """The error of a saved table that does not match the saved configuration."""
     return ReportError(f"{path} does not match the saved configuration: {what}")
 
 
@@ -258,156 +252,56 @@ def graph_layout(spec: str, seed: int, folder: Path) -> pd.DataFrame:
     )
 
 
-def _check_draws(frame: pd.DataFrame, path: Path, expected: Mapping[str, int]) -> None:
+def check_draws(frame: pd.DataFrame, path: Path, expected: Mapping[str, int]) -> None:
+    """Checks the `draws` of each row against its estimator's expected count.
+
+    Raises:
+        ReportError: the first row whose count differs.
+    """
     wrong = frame[frame["draws"] != frame["estimator"].map(expected)]
     if len(wrong):
         row = wrong.iloc[0]
-        raise _mismatch(path, f"{row['estimator']} has {row['draws']} draws, expected "
-                              f"{expected[row['estimator']]}")
+        raise mismatch(path, f"{row['estimator']} has {row['draws']} draws, expected "
+                             f"{expected[row['estimator']]}")
 
 
-def _check_layout(frame: pd.DataFrame, path: Path, estimators: Sequence[str],
-                  layout: pd.DataFrame) -> None:
-    # Every estimator's block lists the tracked tensors of `layout` (parameter, numel) in order.
+def check_layout(frame: pd.DataFrame, path: Path, estimators: Sequence[str],
+                 layout: pd.DataFrame) -> None:
+    """Checks that every estimator's block lists the tracked tensors of `layout` (`parameter`,
+    `numel`) in order.
+
+    Raises:
+        ReportError: other estimators or another order (`check_blocks`), or a block of other
+            tensors.
+    """
     sizes = check_blocks(frame, path, estimators)
     for name, block in frame.groupby("estimator", sort=False):
         rows = block[["parameter", "numel"]].reset_index(drop=True)
         if sizes[name] != len(layout) or not rows.equals(layout.astype(rows.dtypes)):
-            raise _mismatch(path, f"the rows of {name} are not the tensors "
-                                  f"{', '.join(map(str, layout['parameter']))} with "
-                                  f"{', '.join(map(str, layout['numel']))} coordinates")
+            raise mismatch(path, f"the rows of {name} are not the tensors "
+                                 f"{', '.join(map(str, layout['parameter']))} with "
+                                 f"{', '.join(map(str, layout['numel']))} coordinates")
 
 
-_SUMMARY_NUMERIC = [c for c in SUMMARY_COLUMNS if c not in ("estimator", "parameter")]
-_BIAS_SUMMARY_NUMERIC = ["draws", "coordinates", "max_abs_z", "holm_pvalue",
-                         "coordinates_flagged", "exact_bias_norm", "relative_exact_bias",
-                         "mean_variance", "exact_mean_variance"]
+SUMMARY_NUMERIC = [c for c in SUMMARY_COLUMNS if c not in ("estimator", "parameter")]
+"""The numeric columns of a `summary_frame` table."""
+
+BIAS_TEST_NUMERIC = ["draws", "coordinates", "max_abs_z", "holm_pvalue", "coordinates_flagged"]
+"""The numeric columns of a bias test's summary row (the bias and demo studies)."""
 
 
-def _present(frame: pd.DataFrame, columns: Sequence[str]) -> list[str]:
-    # The columns of a documented set a table has (older runs lack some of the newer ones).
+def present_columns(frame: pd.DataFrame, columns: Sequence[str]) -> list[str]:
+    """The columns of a documented set a table has (older runs lack some of the newer ones)."""
     return [c for c in columns if c in frame]
 
 
-def _rebuild_demo(folder: Path, manifest: dict) -> Path:
-    results, bias = read_results(folder, "demo", ["results.csv", "bias_check.csv"])
-    config = config_from_dict(DemoConfig, manifest["config"])
-    path = folder / "results.csv"
-    check_columns(results, path, numeric=_present(results, _SUMMARY_NUMERIC),
-                  text=["estimator", "parameter", "shape"])
-    sizes = results["shape"].str.split("x").map(lambda dims: int(np.prod([int(d) for d in dims])))
-    if results["numel"].ne(sizes).any():
-        row = int(np.argmax(results["numel"].ne(sizes).to_numpy()))
-        raise ReportError(f"{path} is damaged: row {row + 2} has {results['numel'].iloc[row]} "
-                          f"coordinates, its shape {results['shape'].iloc[row]} {sizes.iloc[row]}")
-    network = ConditionalNetwork(config.network)
-    layout = pd.DataFrame(
-        [(GATE_LOGITS, config.batch_size * config.network.num_gates)]
-        + [(name, p.numel()) for name, p in network.named_parameters()],
-        columns=["parameter", "numel"],
-    )
-    _check_layout(results, path, config.estimators, layout)
-    _check_draws(results, path, dict.fromkeys(config.estimators, config.draws))
-    path = folder / "bias_check.csv"
-    check_columns(bias, path, numeric=_BIAS_SUMMARY_NUMERIC[:5], text=["estimator"])
-    check_blocks(bias, path, config.estimators)
-    _check_draws(bias, path, dict.fromkeys(config.estimators, config.draws))
-    return demo_report(config, results, bias, manifest).write(folder)
-
-
-def _rebuild_bias(folder: Path, manifest: dict) -> Path:
-    results, summary = read_results(folder, "bias", ["results.csv", "summary.csv"])
-    config = config_from_dict(BiasConfig, manifest["config"])
-    layout = graph_layout(config.graph, config.seed, folder)
-    text = ["graph", "estimator", "parameter"]
-    path = folder / "results.csv"
-    check_columns(results, path, numeric=[c for c in RESULT_COLUMNS if c not in text],
-                  text=text)
-    if results["graph"].ne(config.graph).any():
-        raise _mismatch(path, f"rows of another graph than {config.graph!r}")
-    coordinates = int(layout["numel"].sum())
-    sizes = check_blocks(results, path, config.estimators)
-    parameters = np.repeat(layout["parameter"].to_numpy(), layout["numel"].to_numpy())
-    index = np.concatenate([np.arange(n) for n in layout["numel"]])
-    for name, block in results.groupby("estimator", sort=False):
-        if (sizes[name] != coordinates or (block["parameter"].to_numpy() != parameters).any()
-                or (block["index"].to_numpy() != index).any()):
-            raise _mismatch(path, f"{name} has {sizes[name]} rows, not the {coordinates} "
-                                  f"coordinates of {config.graph!r} in order")
-    path = folder / "summary.csv"
-    check_columns(summary, path, numeric=_BIAS_SUMMARY_NUMERIC, text=["estimator"])
-    check_blocks(summary, path, config.estimators)
-    if summary["coordinates"].ne(coordinates).any():
-        raise _mismatch(path, f"coordinates other than the graph's {coordinates}")
-    _check_draws(summary, path, dict.fromkeys(config.estimators, config.draws))
-    return bias_report(config, results, summary, manifest).write(folder)
-
-
-def _rebuild_variance(folder: Path, manifest: dict) -> Path:
-    summary, gates, ratios = read_results(folder, "variance",
-                                          ["summary.csv", "gates.csv", "ratios.csv"])
-    config = config_from_dict(VarianceConfig, manifest["config"])
-    paper = config.graph == "paper"
-    layout = None if paper else graph_layout(config.graph, config.seed, folder)
-    names = list(dict.fromkeys([*config.estimators, *([REFERENCE] if paper else [])]))
-    path = folder / "summary.csv"
-    check_columns(summary, path, numeric=_present(summary, _SUMMARY_NUMERIC),
-                  text=["graph", "estimator", "parameter"])
-    if summary["graph"].ne(config.graph).any():
-        raise _mismatch(path, f"rows of another graph than {config.graph!r}")
-    if paper:  # the paper network's tensors: those of the first estimator, for every one
-        layout = (summary.loc[summary["estimator"] == names[0], ["parameter", "numel"]]
-                  .reset_index(drop=True))
-    _check_layout(summary, path, names, layout)
-    skipped = manifest.get("skipped_draws", {})
-    _check_draws(summary, path, {n: config.draws - skipped.get(n, 0) for n in names})
-    path = folder / "gates.csv"
-    check_columns(gates, path, numeric=GATE_COLUMNS[1:], text=["estimator"])
-    sizes = check_blocks(gates, path, config.estimators)
-    logits = int(layout.loc[layout["parameter"] == GATE_LOGITS, "numel"].sum())
-    if sizes.ne(logits).any():
-        raise _mismatch(path, f"an estimator without one row per gate logit ({logits})")
-    path = folder / "ratios.csv"
-    check_columns(ratios, path, numeric=["variance_ratio"], text=["estimator", "baseline"])
-    check_blocks(ratios, path, names[1:])
-    if ratios["baseline"].ne(names[0]).any() or len(ratios) != len(layout) * (len(names) - 1):
-        raise _mismatch(path, f"not one ratio against {names[0]} per estimator and tensor")
-    return variance_report(config, summary, gates, ratios, manifest).write(folder)
-
-
-def _from_tables(study: str) -> Callable[[Path, dict], Path]:
-    """The rebuild function of a study of `_TABLE_STUDIES`, whose module has a report function
-    `(config, *tables, manifest) -> Report`; the module is imported only when needed."""
-
-    def rebuild(folder: Path, manifest: dict) -> Path:
-        import importlib
-
-        names, config_class, report_function = _TABLE_STUDIES[study]
-        module = importlib.import_module(f"estimator_lab.studies.{study}")
-        tables = read_results(folder, study, names)
-        config = config_from_dict(getattr(module, config_class), manifest["config"])
-        return getattr(module, report_function)(config, *tables, manifest).write(folder)
-
-    return rebuild
-
-
-_TABLE_STUDIES = {  # study: (saved tables, config class, report function)
-    "bias_small_graphs": (["summary.csv", "graphs.csv"], "SmallGraphsConfig",
-                          "small_graphs_report"),
-    "optimal_baseline": (["exact.csv", "ratios.csv", "gaps.csv", "summary.csv", "training.csv"],
-                         "OptimalBaselineConfig", "optimal_baseline_report"),
-    "mnist_variance": (["summary.csv", "ratios.csv", "sparsity.csv", "temperature.csv",
-                        "training.csv"], "MnistVarianceConfig", "mnist_variance_report"),
-    "paper_table": (["table.csv", "curves.csv", "sparse.csv", "gate_usage.csv"],
-                    "PaperTableConfig", "report_from_tables"),
-}
-
-STUDIES: Mapping[str, Callable[[Path, dict], Path]] = MappingProxyType({
-    "bias": _rebuild_bias,
-    "demo": _rebuild_demo,
-    "variance": _rebuild_variance,
-    **{study: _from_tables(study) for study in _TABLE_STUDIES},
-})
+def _rebuild(study: Study, folder: Path, manifest: dict) -> Path:
+    # Reads the declared tables and the configuration, checks them, writes the report again.
+    frames = read_results(folder, study.name, [f"{name}.csv" for name in study.report_tables])
+    tables = dict(zip(study.report_tables, frames, strict=True))
+    config = config_from_dict(study.config(), manifest["config"])
+    study.check(folder, config, tables, manifest)
+    return study.report(config, tables, manifest).write(folder)
 
 
 def rebuild_report(folder: str | Path) -> Path:
@@ -441,7 +335,7 @@ def rebuild_report(folder: str | Path) -> Path:
             f"(known: {', '.join(sorted(STUDIES))})"
         )
     try:
-        return STUDIES[study](folder, manifest)
+        return _rebuild(STUDIES[study], folder, manifest)
     except ReportError:
         raise
     except KeyError as error:  # a column or manifest entry the study's report reads

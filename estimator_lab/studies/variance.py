@@ -34,10 +34,21 @@ from estimator_lab.montecarlo.checkpoint import tensor_digest
 from estimator_lab.montecarlo.distributed import run_draws_distributed
 from estimator_lab.plotting import group_variance_plot
 from estimator_lab.reporting import run_manifest, staged_directory
-from estimator_lab.reporting.builder import Report, write_report_folder
+from estimator_lab.reporting.builder import Report
 from estimator_lab.serialization import safe_load_dict
 from estimator_lab.stats import SUMMARY_COLUMNS, rounding_scale, summary_frame, zero_mean_test
 from estimator_lab.stats.summary import variance_ratio_frame
+from estimator_lab.studies.protocol import STUDIES
+from estimator_lab.studies.rebuild import (
+    SUMMARY_NUMERIC,
+    check_blocks,
+    check_columns,
+    check_draws,
+    check_layout,
+    graph_layout,
+    mismatch,
+    present_columns,
+)
 
 REFERENCE = "local-expectation"
 GATE_COLUMNS = ["estimator", "example", "gate", "mean", "stderr", "variance", "reference",
@@ -244,8 +255,8 @@ def _write_report(config: VarianceConfig, out, graph, batch, estimators, runs, r
         skipped_draws={n: len(a.skipped) for n, a in runs.items()},
         engine_path={n: runs[n].path for n in names}, **extra,
     )
-    return write_report_folder(out, {"summary": summary, "gates": gates, "ratios": ratios},
-                               variance_report(config, summary, gates, ratios, manifest))
+    return STUDIES["variance"].write(
+        out, config, {"summary": summary, "gates": gates, "ratios": ratios}, manifest)
 
 
 def _shapes(graph, batch) -> dict[str, tuple[int, ...]]:
@@ -324,6 +335,44 @@ estimator-lab variance --graph {config.graph} --estimators {",".join(config.esti
     --draws {config.draws} --seed {config.seed} --out DIR
 ```""")
     return report
+
+
+def check_tables(folder: Path, config: VarianceConfig, tables: dict[str, pd.DataFrame],
+                 manifest: dict) -> None:
+    """Checks a saved variance study before its report is rebuilt (`studies.rebuild`): a small
+    graph's spec builds, the tables' columns hold numbers where numbers belong, and their rows
+    are the configured estimators (and the reference) times the tracked tensors or gate
+    logits, each with the configured draws less the skipped ones.
+
+    Raises:
+        ReportError: the first thing that does not match, in one line.
+    """
+    summary, gates, ratios = tables["summary"], tables["gates"], tables["ratios"]
+    paper = config.graph == "paper"
+    layout = None if paper else graph_layout(config.graph, config.seed, folder)
+    names = list(dict.fromkeys([*config.estimators, *([REFERENCE] if paper else [])]))
+    path = folder / "summary.csv"
+    check_columns(summary, path, numeric=present_columns(summary, SUMMARY_NUMERIC),
+                  text=["graph", "estimator", "parameter"])
+    if summary["graph"].ne(config.graph).any():
+        raise mismatch(path, f"rows of another graph than {config.graph!r}")
+    if paper:  # the paper network's tensors: those of the first estimator, for every one
+        layout = (summary.loc[summary["estimator"] == names[0], ["parameter", "numel"]]
+                  .reset_index(drop=True))
+    check_layout(summary, path, names, layout)
+    skipped = manifest.get("skipped_draws", {})
+    check_draws(summary, path, {n: config.draws - skipped.get(n, 0) for n in names})
+    path = folder / "gates.csv"
+    check_columns(gates, path, numeric=GATE_COLUMNS[1:], text=["estimator"])
+    sizes = check_blocks(gates, path, config.estimators)
+    logits = int(layout.loc[layout["parameter"] == GATE_LOGITS, "numel"].sum())
+    if sizes.ne(logits).any():
+        raise mismatch(path, f"an estimator without one row per gate logit ({logits})")
+    path = folder / "ratios.csv"
+    check_columns(ratios, path, numeric=["variance_ratio"], text=["estimator", "baseline"])
+    check_blocks(ratios, path, names[1:])
+    if ratios["baseline"].ne(names[0]).any() or len(ratios) != len(layout) * (len(names) - 1):
+        raise mismatch(path, f"not one ratio against {names[0]} per estimator and tensor")
 
 
 PARTIAL_FILE = "partial.pt"
