@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 from typing import Any, ClassVar
 
 import torch
@@ -40,10 +42,12 @@ class GradientEstimator:
         supports_vmap: whether `surrogate` is a pure tensor function that
             `torch.func.vmap` can map over draws (no `.item()`, no data-dependent Python
             control flow, no in-place updates of its inputs); if not, the engine loops.
+        batch_state: whether `init` computes the state from the prepared batch (the oracle
+            baseline's Eq. 10 values), so `init(graph)` without it raises `ValueError`.
 
-    State (baselines, learned control variates) is explicit: `init(graph)` returns it, `update`
-    returns a new one, and `surrogate` only reads it, so the engine can freeze it while it
-    measures variance and the draws stay i.i.d.
+    State (baselines, learned control variates) is explicit: `init(graph, prepared)` returns it,
+    `update` returns a new one, and `surrogate` only reads it, so the engine can freeze it while
+    it measures variance and the draws stay i.i.d.
     """
 
     name: ClassVar[str] = ""
@@ -53,6 +57,21 @@ class GradientEstimator:
     multilayer: ClassVar[bool] = False
     discrete_noise: ClassVar[bool] = False
     supports_vmap: ClassVar[bool] = True
+    batch_state: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Lets a subclass override `init` with `graph` alone (a state that does not depend on
+        the batch, as before `prepared` was passed): it is wrapped to take and ignore
+        `prepared` and `seed`."""
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("init")
+        if init is not None and "prepared" not in inspect.signature(init).parameters:
+
+            @functools.wraps(init)
+            def init_from_graph(self, graph, prepared=None, *, seed=None):
+                return init(self, graph)
+
+            cls.init = init_from_graph
 
     def noise_shape(self, graph: StochasticGraph, prepared: PreparedBatch) -> tuple[int, ...]:
         """Shape of the uniform noise one draw consumes: by default one `U(0,1)` per gate,
@@ -76,8 +95,22 @@ class GradientEstimator:
         """Loss evaluations per draw on `graph` (the class flag unless it depends on the graph)."""
         return self.evaluations_per_draw
 
-    def init(self, graph: StochasticGraph) -> Any:
-        """The initial state (`None` for stateless estimators)."""
+    def init(
+        self,
+        graph: StochasticGraph,
+        prepared: PreparedBatch | None = None,
+        *,
+        seed: int | None = None,
+    ) -> Any:
+        """The initial state (`None` for stateless estimators).
+
+        Args:
+            graph: the model.
+            prepared: `graph.prepare(batch)` for the batch the state is for (no autograd graph
+                needed); only `batch_state` estimators read it, and need it.
+            seed: the run's seed, for a state drawn at random from the batch (the oracle
+                baseline's Monte Carlo pilot on a graph too large to enumerate).
+        """
         return None
 
     def check_graph(self, graph: StochasticGraph) -> None:

@@ -298,6 +298,23 @@ def oracle_baseline_values(
         >>> values.method, tuple(values.per_example.shape)
         ('enumeration', (1, 4))
     """
+    return _oracle_values(graph, graph.prepare(batch), method=method,
+                          num_pilot_draws=num_pilot_draws, seed=seed,
+                          max_configurations=max_configurations, chunk_size=chunk_size)
+
+
+@torch.no_grad()
+def _oracle_values(
+    graph: StochasticGraph,
+    prepared: PreparedBatch,
+    *,
+    method: str = "auto",
+    num_pilot_draws: int = 100_000,
+    seed: int | None = None,
+    max_configurations: int = DEFAULT_MAX_CONFIGURATIONS,
+    chunk_size: int = 4096,
+) -> OracleValues:
+    """`oracle_baseline_values` for a prepared batch (`ReinforceOracle.init`'s)."""
     if method not in ("auto", "enumeration", "pilot"):
         raise ValueError(f"method must be 'auto', 'enumeration' or 'pilot', got {method!r}")
     if method == "auto":
@@ -306,7 +323,6 @@ def oracle_baseline_values(
             method = "enumeration"
         except EnumerationTooLarge:
             method = "pilot"
-    prepared = graph.prepare(batch)
     options = {"dtype": prepared.logits.dtype, "device": prepared.logits.device}
     numerator = torch.zeros(prepared.batch_size, graph.num_gates, **options)
     denominator = torch.zeros_like(numerator)
@@ -409,7 +425,13 @@ class ReinforceWithBaseline(GradientEstimator):
     def __init__(self, baseline: Baseline) -> None:
         self.baseline = baseline
 
-    def init(self, graph: StochasticGraph) -> Any:
+    def init(
+        self,
+        graph: StochasticGraph,
+        prepared: PreparedBatch | None = None,
+        *,
+        seed: int | None = None,
+    ) -> Any:
         return self.baseline.init(graph)
 
     def surrogate(
@@ -418,7 +440,7 @@ class ReinforceWithBaseline(GradientEstimator):
         trace = graph.sample(prepared, noise, hard_bernoulli)
         losses = trace.losses
         log_prob = bernoulli_log_prob(trace.all_logits, trace.all_gates)  # B x G
-        baseline = self.baseline.value(state).detach()
+        baseline = self.baseline_value(state).detach()
         if torch.broadcast_shapes(baseline.shape, log_prob.shape) != log_prob.shape:
             raise ValueError(
                 f"baseline of shape {tuple(baseline.shape)} does not broadcast against the "
@@ -426,6 +448,10 @@ class ReinforceWithBaseline(GradientEstimator):
             )
         weights = losses.detach().unsqueeze(-1) - baseline
         return (losses + (weights * log_prob).sum(-1)).mean()
+
+    def baseline_value(self, state: Any) -> torch.Tensor:
+        """`c` in `state`: `self.baseline.value(state)`."""
+        return self.baseline.value(state)
 
     @torch.no_grad()
     def update(
@@ -480,24 +506,49 @@ class ReinforceOptimal(ReinforceWithBaseline):
 class ReinforceOracle(ReinforceWithBaseline):
     """REINFORCE centred by paper Eq. 10 from exact expectations (`OracleBaseline`).
 
-    The values depend on the batch, which `init(graph)` does not see, so they are passed in:
-    `get_estimator("reinforce-oracle", values=oracle_baseline_values(graph, batch))`.
-    Built without them, the estimator can be listed but `init` raises `ValueError`.
+    Built without values, `init(graph, prepared, seed=seed)` computes them from the batch:
+    Eq. 10 pooled over the batch (one value per gate, as a running Eq. 10 estimates them), by
+    enumeration when the graph is small enough and otherwise from a pilot of 100,000 draws
+    from `uniform_noise(seed, ...)` (`oracle_baseline_values`). Values can also be passed in,
+    `get_estimator("reinforce-oracle", values=oracle_baseline_values(graph, batch))`, and
+    then `init` uses them whatever the batch.
 
     Args:
         values: an `OracleValues` or a tensor of baseline values (see `OracleBaseline`).
-        pooled: use the pooled `G` values instead of the per-example `B x G` values.
+        pooled: with `values`, use the pooled `G` values instead of the per-example `B x G`
+            values (values computed by `init` are always pooled).
     """
+
+    batch_state = True
 
     def __init__(
         self, values: OracleValues | torch.Tensor | None = None, *, pooled: bool = False
     ) -> None:
         super().__init__(None if values is None else OracleBaseline(values, pooled=pooled))
 
-    def init(self, graph: StochasticGraph) -> ConstantState:
-        if self.baseline is None:
+    def init(
+        self,
+        graph: StochasticGraph,
+        prepared: PreparedBatch | None = None,
+        *,
+        seed: int | None = None,
+    ) -> ConstantState:
+        if self.baseline is not None:
+            return super().init(graph)
+        if prepared is None:
             raise ValueError(
-                "reinforce-oracle needs its baseline values: get_estimator('reinforce-oracle', "
-                "values=oracle_baseline_values(graph, batch))"
+                "reinforce-oracle computes its baseline values from the batch: "
+                "init(graph, graph.prepare(batch), seed=seed), or pass them in, "
+                "get_estimator('reinforce-oracle', values=oracle_baseline_values(graph, batch))"
             )
-        return super().init(graph)
+        values = _oracle_values(graph, prepared, seed=seed)
+        return OracleBaseline(values, pooled=True).init(graph)
+
+    def baseline_value(self, state: ConstantState) -> torch.Tensor:
+        return state.baseline
+
+    def update(
+        self, state: ConstantState, graph: StochasticGraph, prepared: PreparedBatch,
+        noise: torch.Tensor,
+    ) -> ConstantState:
+        return state

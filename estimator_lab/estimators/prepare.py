@@ -1,11 +1,12 @@
 """Estimators ready for one graph and batch: batch-dependent hyper-parameters and warm states.
 
-Most estimators are built by name alone; the name means the estimator for the graph's gates
-(`estimator_for`: a categorical graph gets the categorical estimator of that name).
-`reinforce-oracle` needs the Eq. 10 expectations of the batch it will see, and adaptive
-estimators (moving-average baselines, RELAX's control variate) should be measured in a
-warmed-up state rather than at `init`. `prepare_estimator` does both, so studies and tests
-measure every estimator the same way.
+Estimators are built by name alone; the name means the estimator for the graph's gates
+(`estimator_for`: a categorical graph gets the categorical estimator of that name). Their state
+comes from `init(graph, prepared, seed=seed)` on the batch they will see (`initial_state`:
+`reinforce-oracle` computes its Eq. 10 expectations there), and adaptive estimators
+(moving-average baselines, RELAX's control variate) should be measured in a warmed-up state
+rather than at `init`. `prepare_estimator` does both, so studies and tests measure every
+estimator the same way.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from typing import Any
 import torch
 
 from estimator_lab.estimators.base import GradientEstimator
-from estimator_lab.estimators.baselines import oracle_baseline_values
 from estimator_lab.estimators.categorical.registry import estimator_for
 from estimator_lab.graphs.base import StochasticGraph
 from estimator_lab.graphs.categorical import gate_distribution
@@ -50,14 +50,11 @@ def prepare_estimator(
         the estimator and its state after the warm-up.
 
     Notes:
-        `reinforce-oracle` gets its Eq. 10 values pooled over the batch (one per gate, as a
-        running Eq. 10 estimates them), by enumeration when the graph is small enough and from
-        a seeded pilot of 100,000 draws otherwise.
+        `reinforce-oracle` (built without `values`) computes its Eq. 10 values pooled over the
+        batch in `init` (one per gate, as a running Eq. 10 estimates them), by enumeration when
+        the graph is small enough and from a pilot of 100,000 draws seeded by `seed` otherwise.
     """
-    distribution = gate_distribution(graph)
-    if name == "reinforce-oracle" and distribution == "bernoulli" and "values" not in hyper:
-        hyper |= {"values": oracle_baseline_values(graph, batch, seed=seed), "pooled": True}
-    estimator = estimator_for(name, distribution, **hyper)
+    estimator = estimator_for(name, gate_distribution(graph), **hyper)
     return estimator, warmed_up_state(estimator, graph, batch, warmup_steps=warmup_steps, seed=seed)
 
 
@@ -69,15 +66,29 @@ def warmed_up_state(
     warmup_steps: int = 0,
     seed: int = 0,
 ) -> Any:
-    """`estimator.init(graph)` after `warmup_steps` updates on `batch`, each on fresh noise from
-    the warm-up stream `seed + WARMUP_SEED_OFFSET` (apart from the measured draws)."""
-    state = estimator.init(graph)
+    """`initial_state` after `warmup_steps` updates on `batch`, each on fresh noise from the
+    warm-up stream `seed + WARMUP_SEED_OFFSET` (apart from the measured draws)."""
+    with torch.no_grad():
+        prepared = graph.prepare(batch)
+    state = estimator.init(graph, prepared, seed=seed)
     if warmup_steps:
-        with torch.no_grad():
-            prepared = graph.prepare(batch)
         noise = uniform_noise(seed + WARMUP_SEED_OFFSET, range(warmup_steps),
                               estimator.noise_shape(graph, prepared),
                               dtype=prepared.logits.dtype, device=prepared.logits.device)
         for step_noise in noise:
             state = estimator.update(state, graph, graph.prepare(batch), step_noise)
     return state
+
+
+def initial_state(
+    estimator: GradientEstimator,
+    graph: StochasticGraph,
+    batch: tuple[torch.Tensor, ...],
+    *,
+    seed: int | None = None,
+) -> Any:
+    """`estimator.init(graph, graph.prepare(batch), seed=seed)`, the batch prepared without an
+    autograd graph: the state of an estimator measured on `batch` before any update."""
+    with torch.no_grad():
+        prepared = graph.prepare(batch)
+    return estimator.init(graph, prepared, seed=seed)

@@ -266,7 +266,13 @@ class Relax(Rebar):
         return (f"Relax(temperature={self.temperature}, eta={self.eta}, hidden={self.hidden}, "
                 f"learning_rate={self.learning_rate}, seed={self.seed})")
 
-    def init(self, graph: StochasticGraph) -> RelaxState:
+    def init(
+        self,
+        graph: StochasticGraph,
+        prepared: PreparedBatch | None = None,
+        *,
+        seed: int | None = None,
+    ) -> RelaxState:
         reference = next(graph.parameters())
         like = {"dtype": reference.dtype, "device": reference.device}
         generator = torch.Generator().manual_seed(self.seed)

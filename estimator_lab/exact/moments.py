@@ -41,6 +41,7 @@ from estimator_lab.configurations import (
     check_enumerable,
     iter_configuration_chunks,
 )
+from estimator_lab.estimators.prepare import initial_state
 from estimator_lab.exact.enumeration import GateLaw, iter_law_chunks
 from estimator_lab.graphs.base import PreparedBatch, StochasticGraph
 from estimator_lab.montecarlo.engine import GATE_LOGITS, gradient_draws
@@ -175,7 +176,8 @@ def exact_moments(
 
     Args:
         graph: a small graph (run in float64 for reference values).
-        estimator: the estimator; its `state` (default `init(graph)`) is frozen.
+        estimator: the estimator; its `state` (default `initial_state`: `init` on the
+            prepared batch) is frozen.
         batch: the minibatch.
         state: a frozen state shared by every example.
         parameters: names of the parameters to track (default: all).
@@ -198,7 +200,7 @@ def exact_moments(
     """
     if quadrature_points < 2:
         raise ValueError(f"quadrature_points must be >= 2, got {quadrature_points}")
-    state = estimator.init(graph) if state is None else state
+    state = initial_state(estimator, graph, batch) if state is None else state
     batch_size = batch[0].shape[0]
     per_example = [
         _example_moments(

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 import estimator_lab.montecarlo.fastpath as fastpath
+from estimator_lab.estimators.prepare import initial_state
 from estimator_lab.graphs.base import StochasticGraph
 from estimator_lab.montecarlo.accumulators import MomentAccumulator
 from estimator_lab.montecarlo.checkpoint import load_checkpoint, save_checkpoint, tensor_digest
@@ -66,7 +67,8 @@ def run_draws(
         num_draws: draws per estimator.
         seed: the noise seed; draw `k` of every estimator uses `uniform_noise(seed, [k], ...)`.
         chunk_size: draws held in memory at once.
-        states: frozen estimator states by name (default: `estimator.init(graph)`).
+        states: frozen estimator states by name (default: `initial_state`, `estimator.init` on the
+            prepared batch with `seed`).
         parameters: names of the parameters to track (default: all).
         include_logits: also track the gradient with respect to the gate logits.
         method: how the generic path computes per-draw gradients, `"vmap"` or `"loop"`
@@ -134,7 +136,10 @@ def run_plan(
             `nan_policy="skip"` when every draw of an estimator was non-finite.
         KeyError: for a `paired_with` that is not one of `estimators`.
     """
-    states = {name: est.init(graph) for name, est in estimators.items()} | dict(states or {})
+    given = dict(states or {})
+    states = {name: given[name] if name in given
+              else initial_state(est, graph, batch, seed=plan.seed)
+              for name, est in estimators.items()} | given
     if plan.paired_with is not None and plan.paired_with not in estimators:
         raise KeyError(f"paired_with={plan.paired_with!r} is not one of {list(estimators)}")
     pairs = {f"{name} - {plan.paired_with}": name for name in estimators
@@ -268,7 +273,8 @@ def fast_moments(
         batch: the fixed minibatch, on the graph's device.
         plan: the draws (default: a `DrawPlan` of `settings`, e.g. `num_draws`, `seed`,
             `chunk_size`, `first_draw`).
-        states: frozen estimator states by name (default: `estimator.init(graph)`).
+        states: frozen estimator states by name (default: `initial_state`, `estimator.init` on the
+            prepared batch with `seed`).
 
     Returns:
         one `FastAccumulator` per estimator, keyed like `estimators`.

@@ -23,12 +23,14 @@ from estimator_lab.estimators.base import (
     hard_bernoulli,
 )
 from estimator_lab.estimators.baselines import (
+    ConstantState,
     EmaBaseline,
     OptimalBaseline,
     OracleBaseline,
     oracle_baseline_values,
     with_baseline,
 )
+from estimator_lab.estimators.prepare import initial_state, prepare_estimator
 from estimator_lab.estimators.reinforce import Reinforce
 from estimator_lab.exact import configurations, exact_gradient, exact_moments, log_prob_and_loss
 from estimator_lab.graphs import ConditionalConfig, ConditionalNetwork
@@ -432,7 +434,7 @@ def test_the_first_update_sets_the_baselines_to_that_draw():
 def test_errors_are_clear():
     graph, batch = conditional_problem()
     listed = get_estimator("reinforce-oracle")  # listing the registry needs no values
-    with pytest.raises(ValueError, match="needs its baseline values"):
+    with pytest.raises(ValueError, match="computes its baseline values from the batch"):
         listed.init(graph)
     with pytest.raises(TypeError, match="plain REINFORCE"):
         with_baseline(get_estimator("st"), EmaBaseline())
@@ -445,3 +447,67 @@ def test_errors_are_clear():
     estimator = get_estimator("reinforce-oracle", values=oracle_baseline_values(graph, batch))
     with pytest.raises(ValueError, match="does not broadcast"):
         exact_moments(graph, estimator, batch)
+
+
+# ----------------------------------------------------------------------------- state from init
+
+
+@pytest.mark.parametrize("problem", PROBLEMS)
+def test_oracle_init_computes_the_pooled_eq_10_values_of_the_batch(problem):
+    """Built without values, `init(graph, prepared)` holds Eq. 10 pooled over that batch,
+    exactly the values passed in by hand, and its draws are those of the hand-built one."""
+    graph, batch = PROBLEMS[problem]()
+    estimator = get_estimator("reinforce-oracle")
+    assert estimator.batch_state and not get_estimator("reinforce-ema").batch_state
+    state = initial_state(estimator, graph, batch)
+    by_hand = get_estimator("reinforce-oracle", values=oracle_baseline_values(graph, batch),
+                            pooled=True)
+    expected = by_hand.init(graph)
+    assert isinstance(state, ConstantState)
+    assert torch.equal(state.baseline, expected.baseline)
+    assert torch.equal(state.baseline, oracle_baseline_values(graph, batch).pooled)
+    with torch.no_grad():
+        prepared = graph.prepare(batch)
+    noise = uniform_noise(4, range(3), estimator.noise_shape(graph, prepared), dtype=torch.float64)
+    for mine, theirs in zip(gradient_draws(graph, estimator, batch, noise, state=state).values(),
+                            gradient_draws(graph, by_hand, batch, noise, state=expected).values(),
+                            strict=True):
+        assert torch.equal(mine, theirs)
+    assert estimator.update(state, graph, prepared, noise[0]) is state  # a constant baseline
+
+
+def test_prepare_estimator_and_the_runner_give_the_oracle_its_state_from_init():
+    graph, batch = conditional_problem()
+    estimator, state = prepare_estimator("reinforce-oracle", graph, batch, seed=3)
+    assert torch.equal(state.baseline, oracle_baseline_values(graph, batch).pooled)
+    alone = run_draws(graph, {"oracle": get_estimator("reinforce-oracle")}, batch, num_draws=20,
+                      seed=3)["oracle"]
+    given = run_draws(graph, {"oracle": estimator}, batch, num_draws=20, seed=3,
+                      states={"oracle": state})["oracle"]
+    assert torch.equal(alone[GATE_LOGITS].mean, given[GATE_LOGITS].mean)
+
+
+def test_pilot_oracle_state_follows_the_seed_passed_to_init():
+    """Past the enumeration limit (2^23 configurations here) `init` runs the pilot on `seed`."""
+    graph, batch = conditional_problem(num_gates=23, batch_size=1)
+    with torch.no_grad():
+        prepared = graph.prepare(batch)
+    estimator = get_estimator("reinforce-oracle")
+    with pytest.raises(ValueError, match="seed"):
+        estimator.init(graph, prepared)
+    state = estimator.init(graph, prepared, seed=5)
+    assert torch.equal(state.baseline, oracle_baseline_values(graph, batch, seed=5).pooled)
+
+
+def test_an_init_of_the_graph_alone_still_overrides():
+    """Subclasses (plugins, examples) written for `init(graph)` take the new arguments."""
+
+    class GraphOnly(Reinforce):
+        def init(self, graph):
+            return "from the graph"
+
+    graph, batch = conditional_problem()
+    with torch.no_grad():
+        prepared = graph.prepare(batch)
+    assert GraphOnly().init(graph) == GraphOnly().init(graph, prepared, seed=1) == "from the graph"
+    assert GraphOnly.init.__doc__ is None and GraphOnly.init.__name__ == "init"

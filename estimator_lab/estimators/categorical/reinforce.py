@@ -82,7 +82,13 @@ class CategoricalReinforceOptimal(CategoricalEstimator):
     def __init__(self, decay: float = 0.99) -> None:
         self.baseline = CategoricalOptimalBaseline(decay)
 
-    def init(self, graph: StochasticGraph) -> RatioState:
+    def init(
+        self,
+        graph: StochasticGraph,
+        prepared: PreparedBatch | None = None,
+        *,
+        seed: int | None = None,
+    ) -> RatioState:
         self.check_graph(graph)
         return self.baseline.init(graph)
 
