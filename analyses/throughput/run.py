@@ -95,10 +95,10 @@ def problem(quick: bool):
     import torch
 
     from estimator_lab.graphs import ConditionalConfig, ConditionalNetwork
-    from estimator_lab.studies.variance import VarianceConfig, paper_problem
+    from estimator_lab.graphs.paper import paper_problem
 
     if not quick:
-        return paper_problem(VarianceConfig(seed=SEED), torch.device("cpu"))
+        return paper_problem(seed=SEED)
     generator = torch.Generator().manual_seed(SEED)
     graph = ConditionalNetwork(ConditionalConfig(**QUICK_CONFIG), generator)
     x = torch.rand(32, QUICK_CONFIG["num_inputs"], generator=generator)

@@ -31,13 +31,14 @@ import pandas as pd
 import torch
 
 from estimator_lab.graphs.base import StochasticGraph
+from estimator_lab.graphs.paper import PAPER_REFERENCE, paper_problem
 from estimator_lab.montecarlo.accumulators import Moments
 from estimator_lab.montecarlo.fastpath import FastAccumulator
 from estimator_lab.montecarlo.groups import GroupSummaries
 from estimator_lab.montecarlo.runner import fast_moments
 from estimator_lab.studies.checkpoints import CheckpointConfig
 
-REFERENCE = "local-expectation"
+REFERENCE = PAPER_REFERENCE
 REFERENCE_SEED_OFFSET = 7_919
 """The reference's noise uses `seed + REFERENCE_SEED_OFFSET`: a stream apart from the
 estimators' (which share theirs), so reference and estimator groups are independent."""
@@ -276,12 +277,9 @@ def measurement_problem(parameters_file: str | Path | None, *, seed: int, batch_
     """The paper network with the parameters of `parameters_file` (default: the seeded
     initialisation) and the seeded minibatch of validation images (`paper_problem`), on the
     CPU."""
-    from estimator_lab.studies.variance import VarianceConfig, paper_problem
-
     return paper_problem(
-        VarianceConfig(seed=seed, batch_size=batch_size, data_path=data_path,
-                       parameters_file=None if parameters_file is None else str(parameters_file)),
-        torch.device("cpu"))
+        seed=seed, batch_size=batch_size, data_path=data_path,
+        parameters_file=None if parameters_file is None else str(parameters_file))
 
 
 def prepared_estimators(names, graph, batch, *, seed: int, warmup_steps: int,

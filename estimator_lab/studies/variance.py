@@ -26,7 +26,7 @@ import torch
 from estimator_lab.device import describe_device, resolve_device
 from estimator_lab.estimators.prepare import prepare_estimator
 from estimator_lab.exact.categorical import exact_gradient_for
-from estimator_lab.graphs import ConditionalNetwork
+from estimator_lab.graphs.paper import PAPER_BATCH_SIZE, PAPER_REFERENCE, paper_problem
 from estimator_lab.graphs.specs import build_problem
 from estimator_lab.montecarlo import GATE_LOGITS, run_draws
 from estimator_lab.montecarlo.accumulators import Moments
@@ -50,7 +50,7 @@ from estimator_lab.studies.rebuild import (
     present_columns,
 )
 
-REFERENCE = "local-expectation"
+REFERENCE = PAPER_REFERENCE
 GATE_COLUMNS = ["estimator", "example", "gate", "mean", "stderr", "variance", "reference",
                 "reference_stderr", "pvalue", "pvalue_adjusted"]
 
@@ -84,7 +84,7 @@ class VarianceConfig:
     draws: int = 1000
     seed: int = 0
     parameters_file: str | None = None
-    batch_size: int = 32
+    batch_size: int = PAPER_BATCH_SIZE
     chunk_size: int = 32
     group_size: int = 50
     alpha: float = 0.01
@@ -121,40 +121,6 @@ def parse_draw_range(text: str) -> tuple[int, int]:
     except ValueError:
         raise ValueError(f"draw range {text!r} must be START:STOP, two integers") from None
     return start, stop
-
-
-def paper_problem(config: VarianceConfig, device: torch.device):
-    """The paper network (seeded or loaded) and its seeded validation minibatch."""
-    from estimator_lab.data import mnist
-
-    graph = ConditionalNetwork(generator=torch.Generator().manual_seed(config.seed))
-    if config.parameters_file is not None:
-        load_parameters(graph, config.parameters_file)
-    images, labels = mnist("valid", path=config.data_path).tensors()
-    index = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(config.seed))
-    index = index[: config.batch_size]
-    return graph.to(device), (images[index].to(device), labels[index].to(device))
-
-
-def load_parameters(graph: torch.nn.Module, path: str) -> None:
-    """Loads a state dict (or a training checkpoint's `"model"`) into the paper network.
-
-    Raises:
-        ValueError: one line, for a missing, corrupt or non-state-dict file, or one whose
-            names or shapes do not fit the network.
-    """
-    state = safe_load_dict(path, "parameters file")
-    state = state.get("model", state)
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor)
-                                              for v in state.values()):
-        raise ValueError(f"parameters file {path} is not a state dict of tensors")
-    try:
-        graph.load_state_dict(state)
-    except RuntimeError as error:
-        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-        detail = "; ".join(lines[1:3]) if len(lines) > 1 else lines[0] if lines else ""
-        raise ValueError(f"parameters file {path} does not fit the paper network: "
-                         f"{detail[:300]}") from None
 
 
 def distributed_rank() -> tuple[int, int]:
@@ -227,7 +193,9 @@ def _problem(config: VarianceConfig, device: torch.device):
         batch = tuple(t.to(device) for t in problem.batch)
         _, reference = exact_gradient_for(graph, batch)
         return graph, batch, reference
-    graph, batch = paper_problem(config, device)
+    graph, batch = paper_problem(seed=config.seed, batch_size=config.batch_size,
+                                 parameters_file=config.parameters_file,
+                                 data_path=config.data_path, device=device)
     return graph, batch, None
 
 

@@ -2,7 +2,7 @@
 reference, with straight-through and REINFORCE alongside.
 
 On the paper's conditional network (2,706,010 parameters) at its seeded initialisation and a
-seeded minibatch of 32 MNIST validation images (`studies.variance.paper_problem`), every
+seeded minibatch of 32 MNIST validation images (`graphs.paper.paper_problem`), every
 estimator draws with the same noise as `local-expectation`, the unbiased low-variance reference
 (`run_draws(..., paired_with=...)`). The target's bias is tested on the paired differences of
 the gate-logit draws (Holm at level `alpha`), and its total variance per parameter group is
@@ -15,9 +15,10 @@ import pandas as pd
 import torch
 
 from estimator_lab.estimators.prepare import prepare_estimator
+from estimator_lab.graphs.paper import PAPER_REFERENCE as REFERENCE
+from estimator_lab.graphs.paper import paper_problem
 from estimator_lab.montecarlo import GATE_LOGITS, run_draws
 from estimator_lab.stats import summary_frame, zero_mean_test
-from estimator_lab.studies.variance import REFERENCE, VarianceConfig, paper_problem
 from estimator_lab.validation.budget import NETWORK_GROUPS, Budget
 from estimator_lab.validation.small_graphs import format_p
 from estimator_lab.validation.target import Target
@@ -41,9 +42,8 @@ def network_check(target: Target, budget: Budget, *, seed: int, device: torch.de
     draws = budget.network_draws
     if draws == 0:
         return Verdict("full network", "skip", "not run (budget has network_draws=0)"), None
-    config = VarianceConfig(draws=draws, seed=seed, group_size=draws // NETWORK_GROUPS)
     try:
-        graph, batch = paper_problem(config, device)
+        graph, batch = paper_problem(seed=seed, device=device)
     except MNISTError as error:
         return Verdict("full network", "skip", f"MNIST unavailable: {error}"), None
     prepared = {target.label: target.build(graph, batch, warmup_steps=budget.warmup_steps,
@@ -56,7 +56,7 @@ def network_check(target: Target, budget: Budget, *, seed: int, device: torch.de
     method = "vmap" if all(e.supports_vmap for e in estimators.values()) else "loop"
     runs = run_draws(graph, estimators, batch, num_draws=draws, seed=seed,
                      chunk_size=CHUNK_SIZE, states={n: s for n, (_, s) in prepared.items()},
-                     group_size=config.group_size, paired_with=REFERENCE, method=method,
+                     group_size=draws // NETWORK_GROUPS, paired_with=REFERENCE, method=method,
                      progress=progress)
     shapes = {GATE_LOGITS: (batch[0].shape[0], graph.num_gates)} | {
         n: p.shape for n, p in graph.named_parameters()}
