@@ -46,25 +46,27 @@ from estimator_lab.graphs.base import PreparedBatch
 from estimator_lab.graphs.categorical import CategoricalGraph
 from estimator_lab.graphs.toy import ToyGraph
 from estimator_lab.montecarlo.accumulators import MomentAccumulator, Moments
-from estimator_lab.montecarlo.engine import GATE_LOGITS, gradient_draws
-from estimator_lab.noise import uniform_noise
+from estimator_lab.montecarlo.engine import GATE_LOGITS
 from estimator_lab.stats.unbiasedness import rounding_scale, zero_mean_test
-from estimator_lab.testing.contract import (
-    DEFAULT_ALPHA,
-    DEFAULT_NUM_DRAWS,
+from estimator_lab.testing.drawing import (
+    DRAWS_PER_SHAPE_CHECK,
     FLOAT32_TOLERANCE,
     FLOAT64_TOLERANCE,
-    CheckResult,
-    ContractReport,
-    _Failed,
-    _relative_difference,
-    _same,
+    probe_draws,
+    probe_noise,
+    relative_difference,
+    same,
+)
+from estimator_lab.testing.results import CheckFailed, CheckResult, ContractReport
+from estimator_lab.testing.unbiasedness import (
+    CHUNK_SIZE,
+    DEFAULT_ALPHA,
+    DEFAULT_NUM_DRAWS,
+    updated_state,
 )
 
 CATEGORICAL_CHECKS = ("flags", "shapes", "dtypes", "determinism", "no_leaks", "unbiasedness")
 EXACT_TOLERANCE = 1e-9  # relative exact bias that float64 rounding explains
-DRAWS_PER_SHAPE_CHECK = 3
-NUM_STATE_UPDATES = 8  # `update` calls before the unbiasedness check freezes the state
 
 
 class CategoricalProbe(CategoricalGraph):
@@ -157,36 +159,13 @@ def check_categorical_estimator(
     for name in selected:
         try:
             result = runners[name](estimator, num_draws=num_draws, alpha=alpha, seed=seed)
-        except _Failed as failure:
+        except CheckFailed as failure:
             result = CheckResult(name, False, str(failure), failure.details)
         except Exception as error:  # a check that crashes is a failed check, with the reason
             result = CheckResult(name, False, f"raised {type(error).__name__}: {error}")
         results.append(result)
     label = f"{estimator.name!r} ({estimator!r})"
     return ContractReport(label, tuple(results))
-
-
-def _noise(estimator, graph, batch, num_draws, seed, dtype, start: int = 0) -> torch.Tensor:
-    with torch.no_grad():
-        prepared = graph.prepare(batch)
-    shape = tuple(estimator.noise_shape(graph, prepared))
-    return uniform_noise(seed, range(start, start + num_draws), shape, dtype=dtype)
-
-
-def _draws(estimator, graph, batch, noise, method=None, state=None) -> dict[str, torch.Tensor]:
-    method = method or ("vmap" if estimator.supports_vmap else "loop")
-    state = estimator.init(graph) if state is None else state
-    return gradient_draws(graph, estimator, batch, noise, state=state, method=method)
-
-
-def _updated_state(estimator, graph, batch, seed, start):
-    """The state after `NUM_STATE_UPDATES` updates on noise the measured draws do not use."""
-    state = estimator.init(graph)
-    with torch.no_grad():
-        prepared = graph.prepare(batch)
-    for row in _noise(estimator, graph, batch, NUM_STATE_UPDATES, seed, torch.float64, start):
-        state = estimator.update(state, graph, prepared, row)
-    return state
 
 
 def _check_flags(estimator, **_) -> CheckResult:
@@ -201,7 +180,7 @@ def _check_flags(estimator, **_) -> CheckResult:
     if not isinstance(count, int) or isinstance(count, bool) or count < 1:
         problems.append(f"evaluations(graph) must be a positive int, got {count!r}")
     if problems:
-        raise _Failed("; ".join(problems))
+        raise CheckFailed("; ".join(problems))
     return CheckResult("flags", True, f"is_unbiased={estimator.is_unbiased}, discrete_noise="
                        f"{estimator.discrete_noise}, evaluations {count}")
 
@@ -215,11 +194,11 @@ def _shape_problems(label, estimator, graph, batch, seed) -> list[str]:
             and shape[-3:] == logits_shape):
         return [f"{label}: noise_shape must be a tuple of positive ints ending in B x N x K "
                 f"{logits_shape}, got {shape!r}"]
-    noise = _noise(estimator, graph, batch, DRAWS_PER_SHAPE_CHECK, seed, torch.float64)
+    noise = probe_noise(estimator, graph, batch, DRAWS_PER_SHAPE_CHECK, seed, torch.float64)
     value = estimator.surrogate(graph, graph.prepare(batch), noise[0], estimator.init(graph))
     if not isinstance(value, torch.Tensor) or value.dim() != 0 or not torch.isfinite(value):
         return [f"{label}: the surrogate must be a finite 0-dim tensor, got {value!r}"]
-    draws = _draws(estimator, graph, batch, noise)
+    draws = probe_draws(estimator, graph, batch, noise, estimator.init(graph))
     expected = {GATE_LOGITS: logits_shape}
     expected |= {n: tuple(p.shape) for n, p in graph.named_parameters()}
     problems = []
@@ -250,65 +229,67 @@ def _check_shapes(estimator, seed, **_) -> CheckResult:
         problems.append(f"a Bernoulli graph raised {type(error).__name__}: {error} instead of "
                         f"the ValueError of require_categorical")
     if problems:
-        raise _Failed("; ".join(problems))
+        raise CheckFailed("; ".join(problems))
     return CheckResult("shapes", True, f"{len(cases)} probe graphs; Bernoulli graph refused")
 
 
 def _check_dtypes(estimator, seed, **_) -> CheckResult:
     graph, batch = categorical_probe(3, 4, 3, dtype=torch.float32)
-    noise = _noise(estimator, graph, batch, DRAWS_PER_SHAPE_CHECK, seed, torch.float32)
-    low = _draws(estimator, graph, batch, noise)
+    noise = probe_noise(estimator, graph, batch, DRAWS_PER_SHAPE_CHECK, seed, torch.float32)
+    low = probe_draws(estimator, graph, batch, noise, estimator.init(graph))
     wide = copy.deepcopy(graph).double()
-    high = _draws(estimator, wide, tuple(t.double() for t in batch), noise.double())
+    high = probe_draws(estimator, wide, tuple(t.double() for t in batch), noise.double(),
+                       estimator.init(wide))
     wrong = [n for n, v in low.items() if v.dtype != torch.float32]
     wrong += [n for n, v in high.items() if v.dtype != torch.float64]
     if wrong:
-        raise _Failed(f"draws of {wrong} are not in the graph's dtype")
-    worst, name = _relative_difference(low, high)
+        raise CheckFailed(f"draws of {wrong} are not in the graph's dtype")
+    worst, name = relative_difference(low, high)
     if not worst <= FLOAT32_TOLERANCE:
-        raise _Failed(f"float32 and float64 draws differ by {worst:.2g} of the largest draw "
+        raise CheckFailed(f"float32 and float64 draws differ by {worst:.2g} of the largest draw "
                       f"({name}); rounding explains at most {FLOAT32_TOLERANCE:g}")
     return CheckResult("dtypes", True, f"float32 matches float64 to {worst:.1e}")
 
 
 def _check_determinism(estimator, seed, **_) -> CheckResult:
     graph, batch = categorical_probe(3, 4, 3)
-    noise = _noise(estimator, graph, batch, DRAWS_PER_SHAPE_CHECK, seed, torch.float64)
-    first = _draws(estimator, graph, batch, noise)
-    second = _draws(estimator, graph, batch, noise.clone())
+    noise = probe_noise(estimator, graph, batch, DRAWS_PER_SHAPE_CHECK, seed, torch.float64)
+    first = probe_draws(estimator, graph, batch, noise, estimator.init(graph))
+    second = probe_draws(estimator, graph, batch, noise.clone(), estimator.init(graph))
     unequal = [n for n in first if not torch.equal(first[n], second[n])]
     if unequal:
-        raise _Failed(f"the same noise gave different draws for {unequal}")
-    worst, name = _relative_difference(first, _draws(estimator, graph, batch, noise, "loop"))
+        raise CheckFailed(f"the same noise gave different draws for {unequal}")
+    looped = probe_draws(estimator, graph, batch, noise, estimator.init(graph), "loop")
+    worst, name = relative_difference(first, looped)
     if not worst <= FLOAT64_TOLERANCE:
-        raise _Failed(f"vmap and loop draws differ by {worst:.2g} of the largest draw ({name})")
+        raise CheckFailed(f"vmap and loop draws differ by {worst:.2g} of the largest draw ({name})")
     return CheckResult("determinism", True, f"bitwise repeatable; vmap matches the loop to "
                        f"{worst:.1e}")
 
 
 def _check_no_leaks(estimator, seed, **_) -> CheckResult:
     graph, batch = categorical_probe(3, 4, 3)
-    noise = _noise(estimator, graph, batch, DRAWS_PER_SHAPE_CHECK, seed, torch.float64)
+    noise = probe_noise(estimator, graph, batch, DRAWS_PER_SHAPE_CHECK, seed, torch.float64)
     for param in graph.parameters():
         param.grad = torch.full_like(param, 0.5)
     before = {n: (p.detach().clone(), p.grad.clone()) for n, p in graph.named_parameters()}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        first = _draws(estimator, graph, batch, noise, "loop")
+        first = probe_draws(estimator, graph, batch, noise, estimator.init(graph), "loop")
         torch.manual_seed(1)
-        second = _draws(estimator, graph, batch, noise, "loop")
+        second = probe_draws(estimator, graph, batch, noise, estimator.init(graph), "loop")
     problems = []
     for name, param in graph.named_parameters():
         value, grad = before[name]
-        if not _same(param.detach(), value) or param.grad is None or not _same(param.grad, grad):
+        if not same(param.detach(), value) or param.grad is None or not same(param.grad, grad):
             problems.append(f"drawing changed parameter {name} or its .grad")
     if not bool((first["unused"] == 0).all()):
         problems.append("a parameter the loss never uses got a non-zero gradient")
-    differ = [n for n in first if not _same(first[n], second[n])]
+    differ = [n for n in first if not same(first[n], second[n])]
     if differ:
         problems.append(f"the draws of {differ} change with torch.manual_seed")
     if problems:
-        raise _Failed("; ".join(problems))
+        raise CheckFailed("; ".join(problems))
     return CheckResult("no_leaks", True, "parameters and .grad untouched, unused parameter gets "
                        "exact zeros, independent of the global RNG")
 
@@ -324,7 +305,7 @@ def _check_unbiasedness(estimator, num_draws, alpha, seed) -> CheckResult:
     truth = _flat(exact, names)
     scale = float(truth.norm())
     findings, details = [], {"num_draws": num_draws, "alpha": alpha}
-    state = _updated_state(estimator, graph, batch, seed, num_draws)
+    state = updated_state(estimator, graph, batch, seed, num_draws)
     if estimator.discrete_noise:
         moments = categorical_exact_moments(graph, estimator, batch, state=state)
         exact_bias = float((_flat(moments.mean, names) - truth).norm()) / scale
@@ -333,10 +314,10 @@ def _check_unbiasedness(estimator, num_draws, alpha, seed) -> CheckResult:
             findings.append(f"exact relative bias {exact_bias:.3g} (enumeration over "
                             f"{moments.atoms} configurations)")
     accumulator = MomentAccumulator()
-    for start in range(0, num_draws, 1000):
-        size = min(1000, num_draws - start)
-        noise = _noise(estimator, graph, batch, size, seed, torch.float64, start)
-        draws = _draws(estimator, graph, batch, noise, state=state)
+    for start in range(0, num_draws, CHUNK_SIZE):
+        size = min(CHUNK_SIZE, num_draws - start)
+        noise = probe_noise(estimator, graph, batch, size, seed, torch.float64, start)
+        draws = probe_draws(estimator, graph, batch, noise, state)
         flat = torch.cat([draws[n].reshape(size, -1) for n in names], 1)
         accumulator.update({"difference": flat - truth}, overwrite=True)
     moments = accumulator["difference"]
@@ -352,7 +333,7 @@ def _check_unbiasedness(estimator, num_draws, alpha, seed) -> CheckResult:
                         f"flagged (Holm p = {test.pvalue:.2g}, {num_draws} draws, level "
                         f"{alpha:g}; relative bias {mc_bias:.3g})")
     if estimator.is_unbiased and findings:
-        raise _Failed(f"claims is_unbiased=True but: {'; '.join(findings)}", **details)
+        raise CheckFailed(f"claims is_unbiased=True but: {'; '.join(findings)}", **details)
     exact_part = (f"exact relative bias {details['relative_exact_bias']:.2g}, "
                   if "relative_exact_bias" in details else "")
     measured = (f"{exact_part}Monte Carlo relative bias {mc_bias:.2g} (Holm p = "

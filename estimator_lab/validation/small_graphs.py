@@ -42,7 +42,7 @@ from estimator_lab.montecarlo import GATE_LOGITS, run_draws
 from estimator_lab.montecarlo.accumulators import Moments
 from estimator_lab.stats import rounding_scale, summary_frame, zero_mean_test
 from estimator_lab.stats.summary import variance_ratio_frame
-from estimator_lab.testing.contract import _coordinate
+from estimator_lab.testing.unbiasedness import coordinate_name
 from estimator_lab.validation.budget import Budget
 from estimator_lab.validation.target import Target
 from estimator_lab.validation.verdict import Verdict
@@ -208,7 +208,7 @@ def _bias_test(accumulator, gradient, names, alpha, exact) -> dict[str, Any]:
     result = {
         "draws": count, "coordinates": int(truth.numel()), "alpha": alpha,
         "holm_pvalue": test.pvalue, "flagged": int(test.rejected.sum()),
-        "worst_coordinate": _coordinate(names, shapes, worst), "worst_z": float(z[worst]),
+        "worst_coordinate": coordinate_name(names, shapes, worst), "worst_z": float(z[worst]),
         "worst_mean": float(mean[worst]), "worst_exact": float(truth[worst]),
         "relative_bias": math.sqrt(max(squared_bias, 0.0)) / norm if norm > 0 else math.nan,
         "noise_floor": math.sqrt(variance_sum / count) / norm if norm > 0 else math.nan,
