@@ -22,33 +22,20 @@ from scipy import stats as scipy_stats
 from estimator_lab.estimators import get_estimator
 from estimator_lab.estimators.arm import antithetic_gates
 from estimator_lab.exact import exact_gradient, exact_moments
-from estimator_lab.graphs import ConditionalConfig, ConditionalNetwork, PreparedBatch
+from estimator_lab.graphs import PreparedBatch
 from estimator_lab.graphs.base import StochasticGraph
 from estimator_lab.graphs.sbn import SigmoidBeliefNet
 from estimator_lab.graphs.toy import ToyGraph
 from estimator_lab.montecarlo import GATE_LOGITS, Moments, run_draws, uniform_noise
 from estimator_lab.montecarlo.engine import gradient_draws
 from estimator_lab.stats import rounding_scale, zero_mean_test
+from estimator_lab.testing import conditional_problem
 from estimator_lab.testing.planted import FlippedSignDisARM
 
 ALPHA = 1e-3  # false-failure rate of each Monte Carlo unbiasedness test
 NUM_DRAWS = 4000  # `test_planted_flipped_sign_is_flagged` checks this budget has the power
 POINTS = 4  # Gauss-Legendre nodes per cell: it and its half exact for piecewise-linear draws
 GATES = 4
-
-
-def small_problem(seed: int = 0, num_gates: int = GATES, batch_size: int = 3):
-    """A float64 conditional net with `num_gates` gates on `batch_size` synthetic examples."""
-    generator = torch.Generator().manual_seed(seed)
-    config = ConditionalConfig(
-        num_inputs=6, num_gater_hidden=4, num_gates=num_gates, num_classes=3
-    )
-    net = ConditionalNetwork(config, generator).double()
-    with torch.no_grad():  # the loss should depend visibly on the gates
-        net.output.weight.mul_(4)
-    x = torch.randn(batch_size, 6, generator=generator, dtype=torch.float64)
-    y = torch.randint(0, 3, (batch_size,), generator=generator)
-    return net, (x, y)
 
 
 def exact(net, estimator, batch):
@@ -118,7 +105,7 @@ def test_one_gate_moments_have_the_closed_form(logit, target):
 @pytest.mark.parametrize("name", ["arm", "disarm"])
 def test_exact_mean_is_the_exact_gradient(name):
     """Quadrature (exact here) against enumeration, on every coordinate of a 4-gate net."""
-    net, batch = small_problem()
+    net, batch = conditional_problem(GATES)
     _, gradient = exact_gradient(net, batch)
     moments = exact(net, get_estimator(name), batch)
     assert moments.method == "quadrature"
@@ -129,7 +116,7 @@ def test_exact_mean_is_the_exact_gradient(name):
 def test_planted_flipped_sign_has_the_negated_logit_gradient():
     """The planted bug's exact mean: `-grad` behind the gate logits, `+grad` on the pathwise
     parameters (expert, output), so a contract check comparing with enumeration rejects it."""
-    net, batch = small_problem()
+    net, batch = conditional_problem(GATES)
     _, gradient = exact_gradient(net, batch)
     moments = exact(net, FlippedSignDisARM(), batch)
     for key, value in gradient.items():
@@ -142,7 +129,7 @@ def test_planted_flipped_sign_has_the_negated_logit_gradient():
 def test_disarm_variance_is_at_most_arms_on_every_coordinate(num_gates):
     """DisARM is `E[ARM | b, b~]`, so its variance is at most ARM's on every coordinate; the
     pathwise parameters share the draw `(grad L(b) + grad L(b~)) / 2`, so theirs are equal."""
-    net, batch = small_problem(num_gates=num_gates)
+    net, batch = conditional_problem(num_gates=num_gates)
     arm = exact(net, get_estimator("arm"), batch)
     disarm = exact(net, get_estimator("disarm"), batch)
     for key in arm.variance:
@@ -160,7 +147,7 @@ def zero_logit_problems():
     for seed in range(3):
         table = torch.randn(2, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
         problems.append((TableGraph(0.0, 3 * table), (torch.zeros(2, 0, dtype=torch.float64),)))
-    net, batch = small_problem(num_gates=1, batch_size=2)
+    net, batch = conditional_problem(num_gates=1, batch_size=2)
     with torch.no_grad():
         net.gater_out.weight.zero_()
         net.gater_out.bias.zero_()
@@ -189,7 +176,7 @@ def test_disarm_has_zero_variance_at_one_half(index):
 
 @pytest.mark.parametrize("name", ["arm", "disarm", "planted"])
 def test_vmap_and_loop_agree(name):
-    net, batch = small_problem()
+    net, batch = conditional_problem(GATES)
     estimator = FlippedSignDisARM() if name == "planted" else get_estimator(name)
     noise = uniform_noise(1, range(5), (3, GATES), dtype=torch.float64)
     vmapped = gradient_draws(net, estimator, batch, noise, method="vmap")
@@ -205,7 +192,7 @@ def test_flags_surrogate_value_and_single_layer_guard(name):
     assert estimator.name == name
     assert estimator.is_unbiased and not estimator.discrete_noise
     assert estimator.evaluations(ToyGraph([0.0])) == 2
-    net, batch = small_problem()
+    net, batch = conditional_problem(GATES)
     prepared = net.prepare(batch)
     noise = uniform_noise(2, range(1), (3, GATES), dtype=torch.float64)[0]
     value = estimator.surrogate(net, prepared, noise, None)
@@ -232,7 +219,7 @@ def bias_moments(accumulator, gradient):
 def test_unbiased_against_enumeration(name):
     """Holm-corrected z-tests of `mean draw - exact gradient` on every coordinate (gate logits
     and all parameters, 103 coordinates)."""
-    net, batch = small_problem()
+    net, batch = conditional_problem(GATES)
     _, gradient = exact_gradient(net, batch)
     draws = run_draws(net, {name: get_estimator(name)}, batch, num_draws=NUM_DRAWS, seed=3,
                       chunk_size=1000)[name]
@@ -249,7 +236,7 @@ def test_planted_flipped_sign_is_flagged():
     `delta = |bias| sqrt(N) / sd >= c + 3.09` is rejected with probability at least 0.999. We
     check that `NUM_DRAWS` achieves that (measured: `max delta = 178`, `c = 4.4`), then that
     the same test as above rejects."""
-    net, batch = small_problem()
+    net, batch = conditional_problem(GATES)
     _, gradient = exact_gradient(net, batch)
     moments = exact(net, FlippedSignDisARM(), batch)
     draws = run_draws(net, {"planted": FlippedSignDisARM()}, batch, num_draws=NUM_DRAWS, seed=3,

@@ -22,32 +22,18 @@ from estimator_lab.estimators.rebar import (
     logistic_sample,
 )
 from estimator_lab.exact import exact_gradient, exact_moments
-from estimator_lab.graphs import ConditionalConfig, ConditionalNetwork
 from estimator_lab.graphs.sbn import SigmoidBeliefNet
 from estimator_lab.graphs.toy import ToyGraph
 from estimator_lab.montecarlo import GATE_LOGITS, Moments, run_draws, uniform_noise
 from estimator_lab.montecarlo.engine import gradient_draws
 from estimator_lab.stats import rounding_scale, zero_mean_test
+from estimator_lab.testing import conditional_problem
 from estimator_lab.testing.planted import RebarWithoutConditionalNoisePath
 
 ALPHA = 1e-3  # false-failure rate of each Monte Carlo unbiasedness test
 NUM_DRAWS = 4000  # the planted REBAR bug is rejected at this budget with a wide margin
 GATES = 4
 LOGITS = [-3.0, -0.7, 0.0, 0.4, 2.5]
-
-
-def small_problem(seed: int = 0, num_gates: int = GATES, batch_size: int = 3):
-    """A float64 conditional net with `num_gates` gates on `batch_size` synthetic examples."""
-    generator = torch.Generator().manual_seed(seed)
-    config = ConditionalConfig(
-        num_inputs=6, num_gater_hidden=4, num_gates=num_gates, num_classes=3
-    )
-    net = ConditionalNetwork(config, generator).double()
-    with torch.no_grad():  # the loss should depend visibly on the gates
-        net.output.weight.mul_(4)
-    x = torch.randn(batch_size, 6, generator=generator, dtype=torch.float64)
-    y = torch.randint(0, 3, (batch_size,), generator=generator)
-    return net, (x, y)
 
 
 def trained_relax_state(net, batch, steps: int, learning_rate: float = 1e-2, seed: int = 7):
@@ -172,7 +158,7 @@ def test_control_variate_correction_has_mean_zero(logit, detach):
 
 
 def one_gate_problems():
-    net, batch = small_problem(num_gates=1, batch_size=1)
+    net, batch = conditional_problem(num_gates=1, batch_size=1)
     toy = ToyGraph([0.7], target=0.45)
     return [(net, batch), (toy, toy.example_batch())]
 
@@ -216,7 +202,7 @@ def test_one_gate_variance_is_far_below_reinforces():
 
 def test_relax_starts_as_rebar():
     """`w2 = b2 = 0` at `init`: the same draws as REBAR with the same `lambda`, `eta`."""
-    net, batch = small_problem()
+    net, batch = conditional_problem(GATES)
     noise = uniform_noise(4, range(6), (2, 3, GATES), dtype=torch.float64)
     relax = get_estimator("relax", temperature=0.7, eta=0.9)
     rebar = get_estimator("rebar", temperature=0.7, eta=0.9)
@@ -243,7 +229,7 @@ def test_relax_update_lowers_the_exact_variance():
 def test_relax_state_is_isolated_from_the_graph():
     """`update` gives no graph parameter a gradient and returns detached tensors without
     changing the old state; `surrogate` gives the state no gradient."""
-    net, batch = small_problem()
+    net, batch = conditional_problem(GATES)
     relax = get_estimator("relax")
     state = relax.init(net)
     old = {k: p.clone() for k, p in state.params.items()}
@@ -262,7 +248,7 @@ def test_relax_state_is_isolated_from_the_graph():
 
 @pytest.mark.parametrize("name", ["rebar", "relax", "planted"])
 def test_vmap_and_loop_agree(name):
-    net, batch = small_problem()
+    net, batch = conditional_problem(GATES)
     if name == "relax":
         estimator, state = trained_relax_state(net, batch, steps=5)
     else:
@@ -284,7 +270,7 @@ def test_flags_surrogate_value_and_single_layer_guard(name):
     estimator = get_estimator(name)
     assert estimator.name == name and estimator.is_unbiased and not estimator.multilayer
     assert estimator.evaluations(ToyGraph([0.0])) == 3
-    net, batch = small_problem()
+    net, batch = conditional_problem(GATES)
     prepared = net.prepare(batch)
     assert estimator.noise_shape(net, prepared) == (2, 3, GATES)
     noise = uniform_noise(2, range(1), (2, 3, GATES), dtype=torch.float64)[0]
@@ -318,7 +304,7 @@ def bias_moments(accumulator, gradient):
 @pytest.fixture(scope="module")
 def four_gate_draws():
     """`NUM_DRAWS` draws of REBAR, trained RELAX, the planted bug and REINFORCE, one seed."""
-    net, batch = small_problem()
+    net, batch = conditional_problem(GATES)
     _, gradient = exact_gradient(net, batch)
     relax, relax_state = trained_relax_state(net, batch, steps=30)
     estimators = {

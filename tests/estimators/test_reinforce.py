@@ -8,30 +8,25 @@ probability at most `ALPHA` (up to the normal approximation of a mean of 4000 bo
 whose calibration `test_zero_mean_test_is_calibrated` measures).
 """
 
+from functools import partial
+
 import pytest
 import torch
 
 from estimator_lab.estimators import get_estimator
-from estimator_lab.graphs import ConditionalConfig, ConditionalNetwork
 from estimator_lab.montecarlo import MomentAccumulator, iter_draw_chunks
 from estimator_lab.montecarlo.accumulators import Moments
 from estimator_lab.stats import zero_mean_test
+from estimator_lab.testing import conditional_problem
 
 ALPHA = 1e-3  # false-failure rate of the unbiasedness test
 NUM_DRAWS = 4000  # the power test below shows this budget detects straight-through's bias
 
 
-def small_problem(seed: int, dtype=torch.float64):
-    """A conditional net with 16 gates on 4 synthetic examples (64 gate-logit coordinates)."""
-    generator = torch.Generator().manual_seed(seed)
-    config = ConditionalConfig(num_inputs=20, num_gater_hidden=8, num_gates=16, num_classes=4)
-    graph = ConditionalNetwork(config, generator).to(dtype)
-    # Scale the output layer up so the loss depends visibly on the gates.
-    with torch.no_grad():
-        graph.output.weight.mul_(8)
-    x = torch.rand(4, 20, generator=generator, dtype=dtype)
-    y = torch.randint(0, 4, (4,), generator=generator)
-    return graph, (x, y)
+small_problem = partial(conditional_problem, 16, 4, num_inputs=20, num_gater_hidden=8,
+                        num_classes=4, output_scale=8.0, inputs="uniform")
+"""A float64 conditional net with 16 gates on 4 uniform examples (64 gate-logit coordinates),
+its output weights times 8 so that the loss depends visibly on the gates."""
 
 
 def paired_differences(graph, batch, name: str, seed: int, num_draws: int, **kwargs):

@@ -1,24 +1,22 @@
 """The conditional-computation network: sizes, seeded init, losses and gate flips."""
 
+from dataclasses import asdict
+from functools import partial
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from estimator_lab.graphs import ConditionalConfig, ConditionalNetwork, StochasticGraph
 from estimator_lab.graphs.sbn import SigmoidBeliefNet
+from estimator_lab.testing import conditional_problem
 
 SMALL = ConditionalConfig(num_inputs=6, num_gater_hidden=4, num_gates=5, num_classes=3)
 LAYERS = ("gater_hidden", "gater_out", "expert", "output")
 
 
-def small_problem(seed: int = 0, batch_size: int = 4):
-    generator = torch.Generator().manual_seed(seed)
-    net = ConditionalNetwork(SMALL, generator).double()
-    with torch.no_grad():  # make the loss depend visibly on the gates
-        net.output.weight.mul_(4)
-    x = torch.randn(batch_size, SMALL.num_inputs, generator=generator, dtype=torch.float64)
-    y = torch.randint(0, SMALL.num_classes, (batch_size,), generator=generator)
-    return net, (x, y)
+small_problem = partial(conditional_problem, batch_size=4, **asdict(SMALL))
+"""The float64 network of `SMALL` sizes, output weights times 4, on 4 normal examples."""
 
 
 def random_gates(shape, seed: int = 1) -> torch.Tensor:

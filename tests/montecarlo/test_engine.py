@@ -1,12 +1,15 @@
 """The draw engine: vmap against the loop, closed-form draws, chunking and common noise."""
 
+from dataclasses import asdict
+
 import pytest
 import torch
 
 from estimator_lab.estimators import get_estimator
-from estimator_lab.graphs import ConditionalConfig, ConditionalNetwork
+from estimator_lab.graphs import ConditionalConfig
 from estimator_lab.montecarlo import GATE_LOGITS, iter_draw_chunks, run_draws, uniform_noise
 from estimator_lab.montecarlo.engine import gradient_draws, tracked_parameters
+from estimator_lab.testing import conditional_problem
 
 CONFIG = ConditionalConfig(num_inputs=6, num_gater_hidden=4, num_gates=5, num_classes=3)
 BATCH_SIZE = 3
@@ -17,16 +20,6 @@ PARAMETER_NAMES = [
 ]
 
 
-def small_problem(seed: int = 0):
-    generator = torch.Generator().manual_seed(seed)
-    net = ConditionalNetwork(CONFIG, generator).double()
-    with torch.no_grad():  # the loss should depend visibly on the gates
-        net.output.weight.mul_(4)
-    x = torch.randn(BATCH_SIZE, CONFIG.num_inputs, generator=generator, dtype=torch.float64)
-    y = torch.randint(0, CONFIG.num_classes, (BATCH_SIZE,), generator=generator)
-    return net, (x, y)
-
-
 def noise_for(seed: int, num_draws: int) -> torch.Tensor:
     return uniform_noise(
         seed, range(num_draws), (BATCH_SIZE, CONFIG.num_gates), dtype=torch.float64
@@ -35,7 +28,8 @@ def noise_for(seed: int, num_draws: int) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def problem():
-    return small_problem()
+    """The float64 network of `CONFIG`, output weights times 4, on `BATCH_SIZE` examples."""
+    return conditional_problem(batch_size=BATCH_SIZE, **asdict(CONFIG))
 
 
 @pytest.mark.parametrize("name", ESTIMATORS)

@@ -5,12 +5,15 @@ statistics by different sums: they agree to ~1e-15 relative, so 1e-10 leaves roo
 rounding. Draw noise is seeded: there is no randomized assertion here.
 """
 
+from dataclasses import asdict
+from functools import partial
+
 import pytest
 import torch
 
 from estimator_lab.estimators import get_estimator
 from estimator_lab.estimators.registry import available
-from estimator_lab.graphs import ConditionalConfig, ConditionalNetwork
+from estimator_lab.graphs import ConditionalConfig
 from estimator_lab.graphs.toy import ToyGraph
 from estimator_lab.montecarlo import GATE_LOGITS, run_draws
 from estimator_lab.montecarlo.engine import NonFiniteDrawError
@@ -22,6 +25,7 @@ from estimator_lab.montecarlo.fastpath import (
 )
 from estimator_lab.montecarlo.runner import fast_moments
 from estimator_lab.stats.summary import summary_frame
+from estimator_lab.testing import conditional_problem
 
 CONFIG = ConditionalConfig(num_inputs=20, num_gater_hidden=6, num_gates=12, num_classes=4)
 BATCH_SIZE = 5
@@ -34,14 +38,8 @@ PARAMETER_NAMES = [
 RTOL = 1e-10  # relative to the largest entry of each tensor; the observed gaps are ~1e-15
 
 
-def small_problem(seed: int = 0):
-    generator = torch.Generator().manual_seed(seed)
-    net = ConditionalNetwork(CONFIG, generator).double()
-    with torch.no_grad():  # the loss should depend visibly on the gates
-        net.output.weight.mul_(4)
-    x = torch.randn(BATCH_SIZE, CONFIG.num_inputs, generator=generator, dtype=torch.float64)
-    y = torch.randint(0, CONFIG.num_classes, (BATCH_SIZE,), generator=generator)
-    return net, (x, y)
+small_problem = partial(conditional_problem, batch_size=BATCH_SIZE, **asdict(CONFIG))
+"""The float64 network of `CONFIG`, output weights times 4, on `BATCH_SIZE` normal examples."""
 
 
 @pytest.fixture(scope="module")

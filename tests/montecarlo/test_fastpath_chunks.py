@@ -7,14 +7,18 @@ noise: there is no randomized assertion. Chunks of 1, 7 and 256 cut the 260 draw
 different orders and agree only to rounding: 1e-12 of each tensor's largest entry.
 """
 
+from dataclasses import asdict
+from functools import partial
+
 import pytest
 import torch
 
 from estimator_lab.estimators import get_estimator
-from estimator_lab.graphs import ConditionalConfig, ConditionalNetwork
+from estimator_lab.graphs import ConditionalConfig
 from estimator_lab.montecarlo import run_draws
 from estimator_lab.montecarlo.fastpath import restore_accumulator
 from estimator_lab.noise import below_one_in
+from estimator_lab.testing import conditional_problem
 
 CONFIG = ConditionalConfig(num_inputs=20, num_gater_hidden=6, num_gates=12, num_classes=4)
 NUM_DRAWS = 260
@@ -22,14 +26,8 @@ GROUP_SIZE = 10
 RTOL = 1e-12  # relative to each tensor's largest entry; the observed gaps are ~1e-15
 
 
-def small_problem():
-    generator = torch.Generator().manual_seed(3)
-    net = ConditionalNetwork(CONFIG, generator).double()
-    with torch.no_grad():  # the loss should depend visibly on the gates
-        net.output.weight.mul_(4)
-    x = torch.randn(5, CONFIG.num_inputs, generator=generator, dtype=torch.float64)
-    y = torch.randint(0, CONFIG.num_classes, (5,), generator=generator)
-    return net, (x, y)
+small_problem = partial(conditional_problem, batch_size=5, seed=3, **asdict(CONFIG))
+"""The float64 network of `CONFIG`, output weights times 4, on 5 normal examples."""
 
 
 @pytest.fixture(scope="module")
