@@ -147,7 +147,8 @@ estimators run on (the Bernoulli registry also holds estimators that change the 
 
 def estimator_rows(gates: str = "bernoulli") -> list[dict[str, object]]:
     """One dict per registered estimator for graphs with `gates` (`ESTIMATOR_GATES`): its
-    capability flags (`ESTIMATOR_COLUMNS`), the `gates` of its registry, class, one-line
+    capability flags (`ESTIMATOR_COLUMNS`; its cost, `evaluations()` without a graph, is "per
+    graph" where it depends on the graph), the `gates` of its registry, class, one-line
     description and reference (`registry.describe`: from its class docstring)."""
     from estimator_lab.estimators import available, get_estimator
     from estimator_lab.estimators.categorical import (
@@ -167,11 +168,12 @@ def estimator_rows(gates: str = "bernoulli") -> list[dict[str, object]]:
             estimator = build(name)
             cls = type(estimator)
             description, reference = describe(cls)
+            cost = estimator.evaluations()  # None where it depends on the graph
             rows.append({
                 "name": name,
                 "unbiased": estimator.is_unbiased,
                 "distribution": estimator.distribution,
-                "evaluations_per_draw": estimator.evaluations_per_draw or "per graph",
+                "evaluations_per_draw": "per graph" if cost is None else cost,
                 "multilayer": estimator.multilayer,
                 "vmap": estimator.supports_vmap,
                 "gates": registry,

@@ -117,6 +117,10 @@ def test_estimators_lists_every_registered_estimator_with_flags(capsys):
     listed = {line.split()[0]: line.split()[1] for line in lines[1:]}
     assert set(listed) == set(available())
     assert listed["reinforce"] == "True" and listed["st"] == "False"
+    costs = {line.split()[0]: line[lines[0].index("evaluations_per_draw"):].split("  ")[0]
+             for line in lines[1:]}
+    assert costs["rloo"] == "2" and costs["ugc"] == "3" and costs["reinforce"] == "1"
+    assert costs["local-expectation"] == costs["muprop"] == "per graph"  # depends on the graph
     descriptions = {entry.split(":")[0]: entry.strip().splitlines() for entry in described}
     assert set(descriptions) == set(available())
     assert descriptions["reinforce"] == [

@@ -53,7 +53,10 @@ class AntitheticEstimator(GradientEstimator):
     """
 
     is_unbiased = True
-    evaluations_per_draw = 2
+
+    def evaluations(self, graph: StochasticGraph | None = None) -> int:
+        """Two: `L(b)` and `L(b~)`."""
+        return 2
 
     def weights(
         self, logits: torch.Tensor, noise: torch.Tensor, gates: torch.Tensor

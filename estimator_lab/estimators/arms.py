@@ -152,7 +152,6 @@ class ARMS(GradientEstimator):
     """
 
     is_unbiased = True
-    evaluations_per_draw = 2  # the default num_samples: see `evaluations`
 
     def __init__(self, num_samples: int = 2, copula: str = "dirichlet") -> None:
         if int(num_samples) != num_samples or num_samples < 2:
@@ -166,7 +165,8 @@ class ARMS(GradientEstimator):
         copies = self.num_samples - (self.copula == "dirichlet")
         return (copies, prepared.batch_size, graph.num_gates)
 
-    def evaluations(self, graph: StochasticGraph) -> int:
+    def evaluations(self, graph: StochasticGraph | None = None) -> int:
+        """`n`, one per sample."""
         return self.num_samples
 
     def gates(self, logits: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:

@@ -34,7 +34,6 @@ class GradientEstimator:
         distribution: the gate distribution whose expected loss it estimates the gradient of:
             `"bernoulli"` (`b ~ Bernoulli(sigmoid(a))`), or another (e.g. `"sts"`,
             `"noisy-rectifier"`, `"concrete"`) for estimators that change the gate.
-        evaluations_per_draw: how many loss evaluations one draw costs (see `evaluations`).
         multilayer: whether it supports graphs with several gate layers (`graph.sample`).
         discrete_noise: whether a draw depends on its noise only through the Bernoulli gates
             `1[u < p]` it implies, copy by copy over leading noise dims (`K x B x G` noise: `K`
@@ -53,7 +52,6 @@ class GradientEstimator:
     name: ClassVar[str] = ""
     is_unbiased: ClassVar[bool] = False
     distribution: ClassVar[str] = "bernoulli"
-    evaluations_per_draw: ClassVar[int] = 1
     multilayer: ClassVar[bool] = False
     discrete_noise: ClassVar[bool] = False
     supports_vmap: ClassVar[bool] = True
@@ -91,9 +89,14 @@ class GradientEstimator:
         p = torch.sigmoid(logits)
         return torch.stack([p, 1 - p])
 
-    def evaluations(self, graph: StochasticGraph) -> int:
-        """Loss evaluations per draw on `graph` (the class flag unless it depends on the graph)."""
-        return self.evaluations_per_draw
+    def evaluations(self, graph: StochasticGraph | None = None) -> int | None:
+        """How many loss evaluations one draw costs on `graph` (1 unless overridden).
+
+        Without a graph: the cost where it does not depend on the graph, and `None` where it
+        does (`local-expectation`, `muprop`, `indecater`), which `estimator-lab estimators`
+        lists as "per graph".
+        """
+        return 1
 
     def init(
         self,

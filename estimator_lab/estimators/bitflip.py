@@ -168,7 +168,9 @@ class Bitflip(_OneFlip):
         Kunes, Yin, Land, Haviv, Pe'er, Tavaré (2022), arXiv 2208.06124.
     """
 
-    evaluations_per_draw = 2
+    def evaluations(self, graph: StochasticGraph | None = None) -> int:
+        """Two: `L(b)` and `L(b)` with gate `j` flipped."""
+        return 2
 
     def candidates(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         order = torch.arange(logits.shape[-1], device=logits.device).expand(logits.shape)
@@ -210,7 +212,9 @@ class UGC(_OneFlip):
         Kunes, Yin, Land, Haviv, Pe'er, Tavaré (2022), arXiv 2208.06124.
     """
 
-    evaluations_per_draw = 3
+    def evaluations(self, graph: StochasticGraph | None = None) -> int:
+        """Three: `L(b)`, `L(b~)` and `L(b)` with gate `j` flipped."""
+        return 3
 
     def candidates(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return boundary_gates(logits)

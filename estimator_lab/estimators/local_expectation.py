@@ -33,10 +33,9 @@ class LocalExpectation(GradientEstimator):
 
     is_unbiased = True
     discrete_noise = True
-    evaluations_per_draw = 0  # depends on the graph: see `evaluations`
-
-    def evaluations(self, graph: StochasticGraph) -> int:
-        return 2 * graph.num_gates + 1
+    def evaluations(self, graph: StochasticGraph | None = None) -> int | None:
+        """`2 G + 1` on a graph of `G` gates (`None` without one)."""
+        return None if graph is None else 2 * graph.num_gates + 1
 
     def surrogate(
         self, graph: StochasticGraph, prepared: PreparedBatch, noise: torch.Tensor, state: Any

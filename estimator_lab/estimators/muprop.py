@@ -74,10 +74,9 @@ class MuProp(GradientEstimator):
     is_unbiased = True
     multilayer = True
     discrete_noise = True
-    evaluations_per_draw = 0  # depends on the graph, 1 + gate layers (2 on one): `evaluations`
-
-    def evaluations(self, graph: StochasticGraph) -> int:
-        return 1 + len(graph.layer_sizes)
+    def evaluations(self, graph: StochasticGraph | None = None) -> int | None:
+        """One plus one per gate layer (2 on one layer; `None` without a graph)."""
+        return None if graph is None else 1 + len(graph.layer_sizes)
 
     def surrogate(
         self, graph: StochasticGraph, prepared: PreparedBatch, noise: torch.Tensor, state: Any

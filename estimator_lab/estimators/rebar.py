@@ -125,7 +125,6 @@ class Rebar(GradientEstimator):
     """
 
     is_unbiased = True
-    evaluations_per_draw = 3
 
     def __init__(self, temperature: float = 0.5, eta: float = 1.0) -> None:
         if temperature <= 0:
@@ -135,6 +134,10 @@ class Rebar(GradientEstimator):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(temperature={self.temperature}, eta={self.eta})"
+
+    def evaluations(self, graph: StochasticGraph | None = None) -> int:
+        """Three: `L(b)`, `L(s(z))` and `L(s(z~))`."""
+        return 3
 
     def noise_shape(self, graph: StochasticGraph, prepared: PreparedBatch) -> tuple[int, ...]:
         return (2, prepared.batch_size, graph.num_gates)

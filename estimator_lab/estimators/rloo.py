@@ -19,15 +19,14 @@ class LeaveOneOut(ScoreFunction):
     every term is unbiased. One draw costs `S` loss evaluations.
     """
 
-    evaluations_per_draw = 2  # the default num_samples: see `evaluations`
-
     def __init__(self, num_samples: int = 2) -> None:
         self.num_samples = check_num_samples(self, num_samples, 2)
 
     def noise_shape(self, graph: StochasticGraph, prepared: PreparedBatch) -> tuple[int, ...]:
         return (self.num_samples, *super().noise_shape(graph, prepared))
 
-    def evaluations(self, graph: StochasticGraph) -> int:
+    def evaluations(self, graph: StochasticGraph | None = None) -> int:
+        """`S`, one per sample."""
         return self.num_samples
 
     def centred(self, losses: torch.Tensor) -> torch.Tensor:

@@ -82,7 +82,7 @@ def flat_difference(accumulator, exact: dict[str, torch.Tensor]) -> Moments:
 
 def test_flags_and_evaluations():
     assert MuProp.is_unbiased and MuProp.multilayer and MuProp.discrete_noise
-    assert MuProp.evaluations_per_draw == 0  # per graph, like local-expectation
+    assert MuProp().evaluations() is None  # per graph, like local-expectation
     assert MuProp().evaluations(conditional_problem()[0]) == 2
     assert MuProp().evaluations(PROBLEMS["sbn-3-layers"]()[0]) == 4
 

@@ -72,7 +72,7 @@ def test_flags_noise_shape_and_evaluations():
     estimator = get_estimator("rloo", num_samples=3)
     assert estimator.noise_shape(graph, prepared) == (3, 3, 4)
     assert estimator.evaluations(graph) == 3
-    assert get_estimator("rloo").evaluations(graph) == Rloo.evaluations_per_draw == 2
+    assert get_estimator("rloo").evaluations(graph) == get_estimator("rloo").evaluations() == 2
     assert Rloo.is_unbiased and Rloo.multilayer and Rloo.discrete_noise
     for bad in (1, 0, 2.5):
         with pytest.raises(ValueError, match="num_samples >= 2"):

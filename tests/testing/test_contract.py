@@ -221,7 +221,9 @@ class BadFlags(GradientEstimator):
     name = "bad-flags"
     is_unbiased = "yes"
     distribution = ""
-    evaluations_per_draw = 0
+
+    def evaluations(self, graph=None):
+        return 0
 
     def surrogate(self, graph, prepared, noise, state):
         raise NotImplementedError

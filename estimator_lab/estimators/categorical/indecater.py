@@ -43,7 +43,6 @@ class IndeCateR(CategoricalEstimator):
 
     is_unbiased = True
     discrete_noise = True
-    evaluations_per_draw = 0  # depends on the graph, S N K: see `evaluations`
 
     def __init__(self, num_samples: int = 1) -> None:
         self.num_samples = check_num_samples(self, num_samples, 1)
@@ -52,7 +51,10 @@ class IndeCateR(CategoricalEstimator):
         """`S x B x N x K`."""
         return (self.num_samples, *super().noise_shape(graph, prepared))
 
-    def evaluations(self, graph: StochasticGraph) -> int:
+    def evaluations(self, graph: StochasticGraph | None = None) -> int | None:
+        """`S N K` on a graph of `N` gates of `K` classes (`None` without one)."""
+        if graph is None:
+            return None
         return self.num_samples * graph.num_gates * graph.num_classes
 
     def surrogate(
