@@ -13,6 +13,9 @@ control shows that the same budget detects the bias of a baseline that depends o
 centres.
 """
 
+import io
+import pickle
+
 import pytest
 import torch
 
@@ -27,6 +30,7 @@ from estimator_lab.estimators.baselines import (
     EmaBaseline,
     OptimalBaseline,
     OracleBaseline,
+    RatioState,
     oracle_baseline_values,
     with_baseline,
 )
@@ -511,3 +515,17 @@ def test_an_init_of_the_graph_alone_still_overrides():
         prepared = graph.prepare(batch)
     assert GraphOnly().init(graph) == GraphOnly().init(graph, prepared, seed=1) == "from the graph"
     assert GraphOnly.init.__doc__ is None and GraphOnly.init.__name__ == "init"
+
+
+def test_ratio_state_pickles_under_its_first_home():
+    """`last.pt` files of the earlier format name `estimator_lab.estimators.baselines.RatioState`
+    (`train.trainer.LEGACY_STATE_TYPES`); the class still pickles, and is allowed, by that name."""
+    state = RatioState(torch.zeros(2), torch.ones(2))
+    assert RatioState.__module__ == "estimator_lab.estimators.baselines"
+    assert b"estimator_lab.estimators.baselines" in pickle.dumps(state)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    with torch.serialization.safe_globals([RatioState]):
+        loaded = torch.load(buffer, weights_only=True)
+    assert torch.equal(loaded.denominator, state.denominator)
