@@ -46,6 +46,7 @@ References:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -127,6 +128,7 @@ def discordance(q: torch.Tensor, num_samples: int, copula: str) -> torch.Tensor:
 
 
 @register_estimator("arms")
+@dataclass(eq=False, repr=False)
 class ARMS(GradientEstimator):
     """ARMS: `n`-sample leave-one-out REINFORCE on copula-coupled samples, debiased by `1 - rho`.
 
@@ -153,13 +155,15 @@ class ARMS(GradientEstimator):
 
     is_unbiased = True
 
-    def __init__(self, num_samples: int = 2, copula: str = "dirichlet") -> None:
-        if int(num_samples) != num_samples or num_samples < 2:
-            raise ValueError(f"arms needs num_samples >= 2, got {num_samples}")
-        if copula not in COPULAS:
-            raise ValueError(f"arms copula must be one of {COPULAS}, got {copula!r}")
-        self.num_samples = int(num_samples)
-        self.copula = copula
+    num_samples: int = 2
+    copula: str = "dirichlet"
+
+    def __post_init__(self) -> None:
+        if int(self.num_samples) != self.num_samples or self.num_samples < 2:
+            raise ValueError(f"arms needs num_samples >= 2, got {self.num_samples}")
+        if self.copula not in COPULAS:
+            raise ValueError(f"arms copula must be one of {COPULAS}, got {self.copula!r}")
+        self.num_samples = int(self.num_samples)
 
     def noise_shape(self, graph: StochasticGraph, prepared: PreparedBatch) -> tuple[int, ...]:
         copies = self.num_samples - (self.copula == "dirichlet")
@@ -195,6 +199,3 @@ class ARMS(GradientEstimator):
         debias = torch.where(disagree > 0, q * (1 - q) / disagree.clamp_min(tiny), 1)
         gate_grad = loo * debias
         return (losses.mean(0) + (gate_grad * (logits - logits.detach())).sum(-1)).mean()
-
-    def __repr__(self) -> str:
-        return f"ARMS(num_samples={self.num_samples}, copula={self.copula!r})"

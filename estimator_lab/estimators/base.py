@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+from dataclasses import dataclass, fields, is_dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -15,6 +16,34 @@ from estimator_lab.graphs.gates import (  # noqa: F401  (re-exported for estimat
     hard_bernoulli,
 )
 
+UNNAMED = {"repr": repr}
+"""Field metadata that shows a hyper-parameter in `declared_repr` by its repr alone, without its
+name (`ReinforceEma(EmaBaseline(decay=0.9))`)."""
+
+
+def declared_repr(obj: Any) -> str:
+    """`Class(name=value, ...)` from the hyper-parameters of `obj`, its declared dataclass fields.
+
+    The fields shown (`repr=True`) appear in order of declaration as `name=repr(value)`, or as
+    `metadata["repr"](value)` alone for a field whose metadata has that function (`UNNAMED`);
+    an object that is no dataclass shows none. It is the identity of an estimator or baseline:
+    checkpoints (`run_fingerprint`) and manifests record it, so it is generated, never written
+    by hand, and attributes derived from the hyper-parameters (not fields) stay out of it.
+
+    Example:
+        >>> @dataclass(repr=False)
+        ... class Scaled:
+        ...     scale: float = 1.0
+        ...     label: str = "x"
+        ...     __repr__ = declared_repr
+        >>> Scaled(2.0)
+        Scaled(scale=2.0, label='x')
+    """
+    shown = [f for f in fields(obj) if f.repr] if is_dataclass(obj) else []
+    parts = [f.metadata["repr"](getattr(obj, f.name)) if "repr" in f.metadata
+             else f"{f.name}={getattr(obj, f.name)!r}" for f in shown]
+    return f"{type(obj).__name__}({', '.join(parts)})"
+
 
 class GradientEstimator:
     """A gradient estimator for the expected loss of a `StochasticGraph`.
@@ -24,6 +53,11 @@ class GradientEstimator:
     estimate of the gradient of `E[mean_j L_j]` (the mean over the batch of per-example losses).
     All randomness comes from the noise argument, so a draw is a pure function of it and two
     estimators given the same noise share their gate samples (common random numbers).
+
+    Hyper-parameters are dataclass fields: an estimator that has any is decorated with
+    `@dataclass(eq=False, repr=False)` and declares them (validating and converting them in
+    `__post_init__`), so its `__init__` and its repr (`declared_repr`, its identity in
+    checkpoints and manifests) are generated from one declaration; equality stays identity.
 
     Capability flags are class attributes, as in `torch.distributions`:
 
@@ -154,8 +188,7 @@ class GradientEstimator:
         """The state after observing one draw (unchanged for stateless estimators)."""
         return state
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}()"
+    __repr__ = declared_repr
 
 
 class GateEstimator(GradientEstimator):
@@ -185,16 +218,20 @@ class GateEstimator(GradientEstimator):
         return graph.sample(prepared, noise, gate).losses.mean()
 
 
+@dataclass(eq=False, repr=False)
 class TemperatureEstimator(GradientEstimator):
-    """Base of estimators with a relaxation temperature `tau > 0` (Concrete, ReinMax)."""
+    """Base of estimators with a relaxation temperature `tau > 0` (Concrete, ReinMax).
 
-    def __init__(self, temperature: float = 1.0) -> None:
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        self.temperature = float(temperature)
+    Attributes:
+        temperature: `tau > 0` (default 1).
+    """
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(temperature={self.temperature})"
+    temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        self.temperature = float(self.temperature)
 
 
 def straight_through(value: torch.Tensor, smooth: torch.Tensor) -> torch.Tensor:

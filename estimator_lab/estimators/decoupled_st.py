@@ -3,6 +3,8 @@ temperatures for Bernoulli gates."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from estimator_lab.estimators.base import GateEstimator, bernoulli_gates, straight_through
@@ -12,6 +14,7 @@ from estimator_lab.graphs.base import StochasticGraph
 
 
 @register_estimator("decoupled-st")
+@dataclass(eq=False, repr=False)
 class DecoupledST(GateEstimator):
     """Straight-through Gumbel with a forward temperature `tau_f` and a backward one `tau_b`.
 
@@ -50,12 +53,17 @@ class DecoupledST(GateEstimator):
     is_unbiased = False
     multilayer = True
 
-    def __init__(self, forward_temperature: float = 1.0, backward_temperature: float = 1.0) -> None:
-        for label, value in (("forward", forward_temperature), ("backward", backward_temperature)):
+    forward_temperature: float = 1.0
+    backward_temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        temperatures = {"forward": self.forward_temperature,
+                        "backward": self.backward_temperature}
+        for label, value in temperatures.items():
             if not value > 0:
                 raise ValueError(f"{label}_temperature must be > 0, got {value}")
-        self.forward_temperature = float(forward_temperature)
-        self.backward_temperature = float(backward_temperature)
+        self.forward_temperature = float(self.forward_temperature)
+        self.backward_temperature = float(self.backward_temperature)
 
     def gate(
         self, graph: StochasticGraph, logits: torch.Tensor, noise: torch.Tensor
@@ -63,7 +71,3 @@ class DecoupledST(GateEstimator):
         scaled = logits / self.forward_temperature
         relaxed = concrete_gates(scaled, noise, self.backward_temperature)
         return straight_through(bernoulli_gates(scaled.detach(), noise), relaxed)
-
-    def __repr__(self) -> str:
-        return (f"DecoupledST(forward_temperature={self.forward_temperature}, "
-                f"backward_temperature={self.backward_temperature})")

@@ -30,6 +30,7 @@ References:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -55,6 +56,7 @@ def leave_one_out_mean(values: torch.Tensor) -> torch.Tensor:
 
 
 @register_estimator("double-cv")
+@dataclass(eq=False, repr=False)
 class DoubleCV(Rloo):
     """REINFORCE leave-one-out with a second, Taylor-based control variate (module docstring).
 
@@ -87,11 +89,13 @@ class DoubleCV(Rloo):
 
     multilayer = False  # the Taylor term's mean is known for one layer of gates
 
-    def __init__(self, num_samples: int = 2, alpha: float = 1.0) -> None:
-        super().__init__(num_samples)
-        if not math.isfinite(alpha):
-            raise ValueError(f"double-cv needs a finite alpha, got {alpha}")
-        self.alpha = float(alpha)
+    alpha: float = 1.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not math.isfinite(self.alpha):
+            raise ValueError(f"double-cv needs a finite alpha, got {self.alpha}")
+        self.alpha = float(self.alpha)
 
     def surrogate(
         self, graph: StochasticGraph, prepared: PreparedBatch, noise: torch.Tensor, state: Any
@@ -110,6 +114,3 @@ class DoubleCV(Rloo):
         score = bernoulli_log_prob(logits.expand_as(gates), gates).sum(-1)
         known = self.alpha * (slopes.mean(0) * torch.sigmoid(logits)).sum(-1)  # B
         return ((losses + residual * score).mean(0) + known).mean()
-
-    def __repr__(self) -> str:
-        return f"DoubleCV(num_samples={self.num_samples}, alpha={self.alpha})"

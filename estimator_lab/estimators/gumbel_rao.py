@@ -10,6 +10,7 @@ gate, and their average, are the categorical ones (`conditional_gumbel`,
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -58,6 +59,7 @@ def binary_gumbel_rao_relaxation(
 
 
 @register_estimator("gumbel-rao")
+@dataclass(eq=False, repr=False)
 class BinaryGumbelRao(TemperatureEstimator):
     """Gumbel-Rao for Bernoulli gates: forward `b = 1[u < p]`, backward through `sbar`.
 
@@ -86,9 +88,11 @@ class BinaryGumbelRao(TemperatureEstimator):
 
     is_unbiased = False
 
-    def __init__(self, temperature: float = 1.0, num_samples: int = 10) -> None:
-        super().__init__(temperature)
-        self.num_samples = check_num_samples(self, num_samples, 1)
+    num_samples: int = 10
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.num_samples = check_num_samples(self, self.num_samples, 1)
 
     def noise_shape(self, graph: StochasticGraph, prepared: PreparedBatch) -> tuple[int, ...]:
         """`(1 + 2M) x B x G`: the gates' uniforms, then `M` pairs."""
@@ -106,6 +110,3 @@ class BinaryGumbelRao(TemperatureEstimator):
             return straight_through(hard, soft)
 
         return graph.sample(prepared, noise[0], gate).losses.mean()
-
-    def __repr__(self) -> str:
-        return f"BinaryGumbelRao(temperature={self.temperature}, num_samples={self.num_samples})"

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from estimator_lab.estimators.base import declared_repr
 from estimator_lab.graphs.base import StochasticGraph
 
 
@@ -24,8 +25,12 @@ class Baseline:
     """A baseline `c` for REINFORCE: state-only, so the centred estimator stays unbiased.
 
     Subclasses implement the three pure functions below; states are frozen dataclasses of
-    detached tensors, and `update` returns a new one.
+    detached tensors, and `update` returns a new one. Hyper-parameters are dataclass fields
+    (`@dataclass(eq=False, repr=False)`), and the repr is generated from them
+    (`declared_repr`): it is part of the identity of the estimator that holds the baseline.
     """
+
+    __repr__ = declared_repr
 
     def init(self, graph: StochasticGraph) -> Any:
         """The initial state for `graph`."""
@@ -95,6 +100,7 @@ class RatioState:
 RatioState.__module__ = "estimator_lab.estimators.baselines"
 
 
+@dataclass(eq=False, repr=False)
 class MovingRatioBaseline(Baseline):
     """`c = ` the ratio of moving averages (decay `d`) of a numerator and a denominator.
 
@@ -106,8 +112,10 @@ class MovingRatioBaseline(Baseline):
         decay: `d` in `[0, 1)`.
     """
 
-    def __init__(self, decay: float) -> None:
-        self.decay = _check_decay(decay)
+    decay: float
+
+    def __post_init__(self) -> None:
+        self.decay = _check_decay(self.decay)
 
     def unit_shape(self, graph: StochasticGraph) -> tuple[int, ...]:
         """The shape of `c` (and of both averages) for `graph`."""
@@ -136,10 +144,8 @@ class MovingRatioBaseline(Baseline):
             denominator=d * state.denominator + (1 - d) * denominator,
         )
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(decay={self.decay})"
 
-
+@dataclass(eq=False, repr=False)
 class EmaBaseline(MovingRatioBaseline):
     """`c = ` the exponential moving average of the batch-mean loss, one value for all gates.
 
@@ -158,8 +164,7 @@ class EmaBaseline(MovingRatioBaseline):
         decay: `d` in `[0, 1)`.
     """
 
-    def __init__(self, decay: float = 0.9) -> None:
-        super().__init__(decay)
+    decay: float = 0.9
 
     def unit_shape(self, graph: StochasticGraph) -> tuple[int, ...]:
         return ()
@@ -168,6 +173,7 @@ class EmaBaseline(MovingRatioBaseline):
         return losses.detach().mean().to(like), 1
 
 
+@dataclass(eq=False, repr=False)
 class OptimalBaseline(MovingRatioBaseline):
     """Paper Eq. 10 per gate, `c_i = E[(b_i - p_i)^2 L] / E[(b_i - p_i)^2]`, by moving averages.
 
@@ -189,8 +195,7 @@ class OptimalBaseline(MovingRatioBaseline):
             relative error small where `p_i` is near 0 or 1 and the denominator is small.
     """
 
-    def __init__(self, decay: float = 0.99) -> None:
-        super().__init__(decay)
+    decay: float = 0.99
 
     def unit_shape(self, graph: StochasticGraph) -> tuple[int, ...]:
         return (graph.num_gates,)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from estimator_lab.estimators.base import GateEstimator
@@ -40,6 +42,7 @@ def rectifier_noise(noise: torch.Tensor, kind: str, sigma: float) -> torch.Tenso
 
 
 @register_estimator("noisy-rectifier")
+@dataclass(eq=False, repr=False)
 class NoisyRectifier(GateEstimator):
     """The noisy rectifier gate `h = max(0, a + z)` with the pathwise gradient.
 
@@ -78,13 +81,15 @@ class NoisyRectifier(GateEstimator):
     distribution = "noisy-rectifier"
     multilayer = True
 
-    def __init__(self, noise: str = "gaussian", sigma: float = 1.0) -> None:
-        if noise not in NOISES:
-            raise ValueError(f"noise must be one of {NOISES}, got {noise!r}")
-        if not sigma > 0:
-            raise ValueError(f"sigma must be > 0, got {sigma}")
-        self.noise = noise
-        self.sigma = float(sigma)
+    noise: str = "gaussian"
+    sigma: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.noise not in NOISES:
+            raise ValueError(f"noise must be one of {NOISES}, got {self.noise!r}")
+        if not self.sigma > 0:
+            raise ValueError(f"sigma must be > 0, got {self.sigma}")
+        self.sigma = float(self.sigma)
 
     def quadrature_breakpoints(self, logits: torch.Tensor) -> torch.Tensor:
         """The rectifier's kink, where `a + z(u) = 0` (`u = F(a / sigma)` for the noise's CDF),
@@ -95,9 +100,6 @@ class NoisyRectifier(GateEstimator):
         tails = 10.0 ** -torch.arange(1, 11, dtype=logits.dtype, device=logits.device)
         grading = torch.cat([tails, 1 - tails]).unsqueeze(1).expand(-1, logits.numel())
         return torch.cat([kink.unsqueeze(0), grading])
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(noise={self.noise!r}, sigma={self.sigma})"
 
     def gate(
         self, graph: StochasticGraph, logits: torch.Tensor, noise: torch.Tensor

@@ -10,7 +10,7 @@ References:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass, field
 
 import torch
 
@@ -170,18 +170,29 @@ class ConstantState:
     baseline: torch.Tensor
 
 
+def _shape_of_values(values: torch.Tensor) -> str:
+    """How `OracleBaseline`'s repr shows its values: by their shape."""
+    return f"values of shape {tuple(values.shape)}"
+
+
+@dataclass(eq=False, repr=False)
 class OracleBaseline(Baseline):
     """A fixed baseline: Eq. 10 from exact expectations or a pilot, or any constant values.
 
     Args:
         values: an `OracleValues` (from `oracle_baseline_values`), or a tensor of baseline
-            values that broadcasts against the `B x G` gates.
+            values that broadcasts against the `B x G` gates; held as the detached tensor of
+            baseline values.
         pooled: with `OracleValues`, use the `G` pooled values (shared by the examples, valid
             for any batch of the graph's gates) instead of the `B x G` per-example values
             (valid only for the batch they were computed on).
     """
 
-    def __init__(self, values: OracleValues | torch.Tensor, *, pooled: bool = False) -> None:
+    values: OracleValues | torch.Tensor = field(metadata={"repr": _shape_of_values})
+    pooled: InitVar[bool] = field(default=False, kw_only=True)
+
+    def __post_init__(self, pooled: bool) -> None:
+        values = self.values
         if isinstance(values, OracleValues):
             values = values.pooled if pooled else values.per_example
         elif pooled:
@@ -193,6 +204,3 @@ class OracleBaseline(Baseline):
 
     def value(self, state: ConstantState) -> torch.Tensor:
         return state.baseline
-
-    def __repr__(self) -> str:
-        return f"OracleBaseline(values of shape {tuple(self.values.shape)})"

@@ -86,6 +86,7 @@ def conditional_logistic(
 
 
 @register_estimator("rebar")
+@dataclass(eq=False, repr=False)
 class Rebar(GradientEstimator):
     """REBAR: the relaxed loss `c(z) = eta L(sigmoid(z / lambda))` as control variate.
 
@@ -126,14 +127,14 @@ class Rebar(GradientEstimator):
 
     is_unbiased = True
 
-    def __init__(self, temperature: float = 0.5, eta: float = 1.0) -> None:
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        self.temperature = float(temperature)
-        self.eta = float(eta)
+    temperature: float = 0.5
+    eta: float = 1.0
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(temperature={self.temperature}, eta={self.eta})"
+    def __post_init__(self) -> None:
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        self.temperature = float(self.temperature)
+        self.eta = float(self.eta)
 
     def evaluations(self, graph: StochasticGraph | None = None) -> int:
         """Three: `L(b)`, `L(s(z))` and `L(s(z~))`."""
@@ -218,6 +219,7 @@ class RelaxState:
 
 
 @register_estimator("relax")
+@dataclass(eq=False, repr=False)
 class Relax(Rebar):
     """RELAX: REBAR's control variate plus a learned network, trained to minimise variance.
 
@@ -249,25 +251,18 @@ class Relax(Rebar):
     betas = (0.9, 0.999)
     adam_eps = 1e-8
 
-    def __init__(
-        self,
-        temperature: float = 0.5,
-        eta: float = 1.0,
-        hidden: int = 16,
-        learning_rate: float = 1e-3,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(temperature, eta)
-        if hidden < 1 or learning_rate <= 0:
-            raise ValueError(f"need hidden >= 1 and learning_rate > 0, got {hidden}, "
-                             f"{learning_rate}")
-        self.hidden = int(hidden)
-        self.learning_rate = float(learning_rate)
-        self.seed = int(seed)
+    hidden: int = 16
+    learning_rate: float = 1e-3
+    seed: int = 0
 
-    def __repr__(self) -> str:
-        return (f"Relax(temperature={self.temperature}, eta={self.eta}, hidden={self.hidden}, "
-                f"learning_rate={self.learning_rate}, seed={self.seed})")
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.hidden < 1 or self.learning_rate <= 0:
+            raise ValueError(f"need hidden >= 1 and learning_rate > 0, got {self.hidden}, "
+                             f"{self.learning_rate}")
+        self.hidden = int(self.hidden)
+        self.learning_rate = float(self.learning_rate)
+        self.seed = int(self.seed)
 
     def init(
         self,

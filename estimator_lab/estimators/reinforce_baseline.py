@@ -11,11 +11,17 @@ References:
 
 from __future__ import annotations
 
+from dataclasses import InitVar, dataclass, field
 from typing import Any
 
 import torch
 
-from estimator_lab.estimators.base import GradientEstimator, bernoulli_log_prob, hard_bernoulli
+from estimator_lab.estimators.base import (
+    UNNAMED,
+    GradientEstimator,
+    bernoulli_log_prob,
+    hard_bernoulli,
+)
 from estimator_lab.estimators.moving_baselines import Baseline, EmaBaseline, OptimalBaseline
 from estimator_lab.estimators.oracle_baseline import (
     ConstantState,
@@ -28,6 +34,7 @@ from estimator_lab.estimators.reinforce import Reinforce
 from estimator_lab.graphs.base import PreparedBatch, StochasticGraph
 
 
+@dataclass(eq=False, repr=False)
 class ReinforceWithBaseline(GradientEstimator):
     """REINFORCE centred by a `Baseline`: `g_{a_ji} = (L_j - c_ji) (b_ji - p_ji) / B`.
 
@@ -37,7 +44,8 @@ class ReinforceWithBaseline(GradientEstimator):
     losses, gates and probabilities to the baseline's `update`.
 
     Args:
-        baseline: the `Baseline`.
+        baseline: the `Baseline`; the repr shows it alone (`ReinforceWithBaseline(EmaBaseline(
+            decay=0.9))`).
 
     Example:
         >>> from estimator_lab.graphs import ConditionalConfig, ConditionalNetwork
@@ -54,8 +62,7 @@ class ReinforceWithBaseline(GradientEstimator):
     multilayer = True
     discrete_noise = True
 
-    def __init__(self, baseline: Baseline) -> None:
-        self.baseline = baseline
+    baseline: Baseline = field(metadata=UNNAMED)
 
     def init(
         self,
@@ -94,9 +101,6 @@ class ReinforceWithBaseline(GradientEstimator):
             state, trace.losses, trace.all_gates, torch.sigmoid(trace.all_logits)
         )
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.baseline!r})"
-
 
 def with_baseline(estimator: GradientEstimator, baseline: Baseline) -> ReinforceWithBaseline:
     """REINFORCE (`estimator`, a `Reinforce`) centred by `baseline`.
@@ -111,30 +115,40 @@ def with_baseline(estimator: GradientEstimator, baseline: Baseline) -> Reinforce
 
 
 @register_estimator("reinforce-ema")
+@dataclass(eq=False, repr=False)
 class ReinforceEma(ReinforceWithBaseline):
     """REINFORCE centred by the moving average of the loss (`EmaBaseline`).
 
     Args:
-        decay: the moving average's decay.
+        decay: the moving average's decay (held by the baseline).
     """
 
-    def __init__(self, decay: float = 0.9) -> None:
-        super().__init__(EmaBaseline(decay))
+    baseline: EmaBaseline = field(init=False, metadata=UNNAMED)
+    decay: InitVar[float] = 0.9
+
+    def __post_init__(self, decay: float) -> None:
+        self.baseline = EmaBaseline(decay)
 
 
 @register_estimator("reinforce-optimal")
+@dataclass(eq=False, repr=False)
 class ReinforceOptimal(ReinforceWithBaseline):
     """REINFORCE centred by paper Eq. 10 per gate, from moving averages (`OptimalBaseline`).
 
     Args:
-        decay: the decay of the numerator's and denominator's moving averages.
+        decay: the decay of the numerator's and denominator's moving averages (held by the
+            baseline).
     """
 
-    def __init__(self, decay: float = 0.99) -> None:
-        super().__init__(OptimalBaseline(decay))
+    baseline: OptimalBaseline = field(init=False, metadata=UNNAMED)
+    decay: InitVar[float] = 0.99
+
+    def __post_init__(self, decay: float) -> None:
+        self.baseline = OptimalBaseline(decay)
 
 
 @register_estimator("reinforce-oracle")
+@dataclass(eq=False, repr=False)
 class ReinforceOracle(ReinforceWithBaseline):
     """REINFORCE centred by paper Eq. 10 from exact expectations (`OracleBaseline`).
 
@@ -146,17 +160,20 @@ class ReinforceOracle(ReinforceWithBaseline):
     then `init` uses them whatever the batch.
 
     Args:
-        values: an `OracleValues` or a tensor of baseline values (see `OracleBaseline`).
+        values: an `OracleValues` or a tensor of baseline values (see `OracleBaseline`), held
+            by the baseline (`None`, the default: no baseline until `init`).
         pooled: with `values`, use the pooled `G` values instead of the per-example `B x G`
             values (values computed by `init` are always pooled).
     """
 
     batch_state = True
 
-    def __init__(
-        self, values: OracleValues | torch.Tensor | None = None, *, pooled: bool = False
-    ) -> None:
-        super().__init__(None if values is None else OracleBaseline(values, pooled=pooled))
+    baseline: OracleBaseline | None = field(init=False, metadata=UNNAMED)
+    values: InitVar[OracleValues | torch.Tensor | None] = None
+    pooled: InitVar[bool] = field(default=False, kw_only=True)
+
+    def __post_init__(self, values: OracleValues | torch.Tensor | None, pooled: bool) -> None:
+        self.baseline = None if values is None else OracleBaseline(values, pooled=pooled)
 
     def init(
         self,

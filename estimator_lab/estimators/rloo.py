@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from estimator_lab.estimators.base import check_num_samples
@@ -10,6 +12,7 @@ from estimator_lab.estimators.reinforce import ScoreFunction
 from estimator_lab.graphs.base import PreparedBatch, StochasticGraph
 
 
+@dataclass(eq=False, repr=False)
 class LeaveOneOut(ScoreFunction):
     """RLOO for the gates of any distribution: `S >= 2` hard samples per draw, the score term of
     each centred by the mean loss of the other `S - 1`.
@@ -17,10 +20,15 @@ class LeaveOneOut(ScoreFunction):
     One draw reads `S` independent copies of the distribution's noise (in front); sample `s`
     gets the weight `L_s - (sum_s' L_s' - L_s) / (S - 1)`, independent of its own gates, so
     every term is unbiased. One draw costs `S` loss evaluations.
+
+    Attributes:
+        num_samples: `S >= 2` (default 2).
     """
 
-    def __init__(self, num_samples: int = 2) -> None:
-        self.num_samples = check_num_samples(self, num_samples, 2)
+    num_samples: int = 2
+
+    def __post_init__(self) -> None:
+        self.num_samples = check_num_samples(self, self.num_samples, 2)
 
     def noise_shape(self, graph: StochasticGraph, prepared: PreparedBatch) -> tuple[int, ...]:
         return (self.num_samples, *super().noise_shape(graph, prepared))
@@ -34,9 +42,6 @@ class LeaveOneOut(ScoreFunction):
         held = losses.detach()
         others = (held.sum(0, keepdim=True) - held) / (self.num_samples - 1)
         return held - others
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(num_samples={self.num_samples})"
 
 
 @register_estimator("rloo")

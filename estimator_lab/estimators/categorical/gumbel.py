@@ -9,6 +9,7 @@ same noise, and `y = softmax((theta + g) / tau)` is the relaxed sample (`y -> D`
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -113,6 +114,7 @@ class CategoricalStraightThroughGumbel(GateEstimator, _Relaxed):
 
 
 @register_categorical_estimator("gumbel-rao")
+@dataclass(eq=False, repr=False)
 class GumbelRao(_Relaxed):
     """Gumbel-Rao: straight-through Gumbel averaged over `M` Gumbels drawn given the sample.
 
@@ -136,9 +138,11 @@ class GumbelRao(_Relaxed):
         gradient estimator", ICLR, arXiv 2010.04838.
     """
 
-    def __init__(self, temperature: float = 1.0, num_samples: int = 10) -> None:
-        super().__init__(temperature)
-        self.num_samples = check_num_samples(self, num_samples, 1)
+    num_samples: int = 10
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.num_samples = check_num_samples(self, self.num_samples, 1)
 
     def noise_shape(self, graph: StochasticGraph, prepared: PreparedBatch) -> tuple[int, ...]:
         """`(1 + M) x B x N x K`: the sample's uniforms, then `M` conditional ones."""
@@ -159,6 +163,3 @@ class GumbelRao(_Relaxed):
         soft = gumbel_rao_relaxation(self.conditional_scores(logits, gates, noise[1:]),
                                      self.temperature)
         return graph.loss(prepared, straight_through(gates, soft)).mean()
-
-    def __repr__(self) -> str:
-        return f"GumbelRao(temperature={self.temperature}, num_samples={self.num_samples})"

@@ -12,6 +12,7 @@ Lázaro-Gredilla (2015) for these gates, registered as `local-expectation`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -24,6 +25,7 @@ from estimator_lab.graphs.categorical import categorical_gates
 
 
 @register_categorical_estimator("indecater")
+@dataclass(eq=False, repr=False)
 class IndeCateR(CategoricalEstimator):
     """`g_theta_i = mean_s J(p_i) L_i^(s)` with `L_i^(s)_k` the loss with gate `i` set to `k`.
 
@@ -44,8 +46,10 @@ class IndeCateR(CategoricalEstimator):
     is_unbiased = True
     discrete_noise = True
 
-    def __init__(self, num_samples: int = 1) -> None:
-        self.num_samples = check_num_samples(self, num_samples, 1)
+    num_samples: int = 1
+
+    def __post_init__(self) -> None:
+        self.num_samples = check_num_samples(self, self.num_samples, 1)
 
     def noise_shape(self, graph: StochasticGraph, prepared: PreparedBatch) -> tuple[int, ...]:
         """`S x B x N x K`."""
@@ -67,9 +71,6 @@ class IndeCateR(CategoricalEstimator):
         probs = torch.softmax(logits, -1)
         exact_part = ((probs - probs.detach()) * per_class).sum((-2, -1))  # S x B
         return (graph.loss(prepared, gates) + exact_part).mean()
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(num_samples={self.num_samples})"
 
 
 @register_categorical_estimator("local-expectation")

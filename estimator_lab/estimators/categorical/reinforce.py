@@ -12,6 +12,7 @@ the paper's Eq. 10 with one unit per (gate, class) pair instead of one per Berno
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -60,6 +61,7 @@ class CategoricalOptimalBaseline(OptimalBaseline):
 
 
 @register_categorical_estimator("reinforce-optimal")
+@dataclass(eq=False, repr=False)
 class CategoricalReinforceOptimal(CategoricalEstimator):
     """REINFORCE centred per (gate, class): `g_theta_ij = (L - c_ij)(D_ij - p_ij)`.
 
@@ -79,8 +81,11 @@ class CategoricalReinforceOptimal(CategoricalEstimator):
     is_unbiased = True
     discrete_noise = True
 
-    def __init__(self, decay: float = 0.99) -> None:
-        self.baseline = CategoricalOptimalBaseline(decay)
+    decay: float = 0.99
+
+    def __post_init__(self) -> None:
+        self.baseline = CategoricalOptimalBaseline(self.decay)  # derived: not a field
+        self.decay = self.baseline.decay  # as the baseline checked and converted it
 
     def init(
         self,
@@ -109,6 +114,3 @@ class CategoricalReinforceOptimal(CategoricalEstimator):
         trace = graph.sample(prepared, noise, hard_categorical)
         probs = torch.softmax(trace.logits[0], -1)
         return self.baseline.update(state, trace.losses, trace.gates[0], probs)
-
-    def __repr__(self) -> str:
-        return f"CategoricalReinforceOptimal(decay={self.baseline.decay})"

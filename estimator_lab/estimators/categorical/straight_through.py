@@ -8,6 +8,8 @@ on the noise only through `D` (`discrete_noise`), and both are biased.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from estimator_lab.estimators.base import GateEstimator, straight_through
@@ -68,6 +70,7 @@ def gapped_logits(logits: torch.Tensor, gates: torch.Tensor, gap: float) -> torc
 
 
 @register_categorical_estimator("gst")
+@dataclass(eq=False, repr=False)
 class GappedStraightThrough(GateEstimator, CategoricalEstimator):
     """Gapped straight-through: forward `D`, backward through `softmax(gapped_logits / tau)`.
 
@@ -91,10 +94,14 @@ class GappedStraightThrough(GateEstimator, CategoricalEstimator):
     is_unbiased = False
     discrete_noise = True
 
-    def __init__(self, temperature: float = 1.0, gap: float = 1.0) -> None:
-        if not temperature > 0 or not gap > 0:
-            raise ValueError(f"gst needs temperature > 0 and gap > 0, got {temperature}, {gap}")
-        self.temperature, self.gap = float(temperature), float(gap)
+    temperature: float = 1.0
+    gap: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.temperature > 0 or not self.gap > 0:
+            raise ValueError(f"gst needs temperature > 0 and gap > 0, got {self.temperature}, "
+                             f"{self.gap}")
+        self.temperature, self.gap = float(self.temperature), float(self.gap)
 
     def gate(
         self, graph: StochasticGraph, logits: torch.Tensor, noise: torch.Tensor
@@ -102,6 +109,3 @@ class GappedStraightThrough(GateEstimator, CategoricalEstimator):
         gates = categorical_gates(logits, noise)
         soft = torch.softmax(gapped_logits(logits, gates, self.gap) / self.temperature, -1)
         return straight_through(gates, soft)
-
-    def __repr__(self) -> str:
-        return f"GappedStraightThrough(temperature={self.temperature}, gap={self.gap})"
