@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from estimator_lab.estimators.base import GradientEstimator
+from estimator_lab.estimators.prepare import initial_state
 from estimator_lab.exact.categorical import categorical_exact_gradient, categorical_exact_moments
 from estimator_lab.graphs.base import PreparedBatch
 from estimator_lab.graphs.categorical import CategoricalGraph
@@ -195,10 +196,11 @@ def _shape_problems(label, estimator, graph, batch, seed) -> list[str]:
         return [f"{label}: noise_shape must be a tuple of positive ints ending in B x N x K "
                 f"{logits_shape}, got {shape!r}"]
     noise = probe_noise(estimator, graph, batch, DRAWS_PER_SHAPE_CHECK, seed, torch.float64)
-    value = estimator.surrogate(graph, graph.prepare(batch), noise[0], estimator.init(graph))
+    state = initial_state(estimator, graph, batch)
+    value = estimator.surrogate(graph, graph.prepare(batch), noise[0], state)
     if not isinstance(value, torch.Tensor) or value.dim() != 0 or not torch.isfinite(value):
         return [f"{label}: the surrogate must be a finite 0-dim tensor, got {value!r}"]
-    draws = probe_draws(estimator, graph, batch, noise, estimator.init(graph))
+    draws = probe_draws(estimator, graph, batch, noise, state)
     expected = {GATE_LOGITS: logits_shape}
     expected |= {n: tuple(p.shape) for n, p in graph.named_parameters()}
     problems = []
@@ -236,10 +238,10 @@ def _check_shapes(estimator, seed, **_) -> CheckResult:
 def _check_dtypes(estimator, seed, **_) -> CheckResult:
     graph, batch = categorical_probe(3, 4, 3, dtype=torch.float32)
     noise = probe_noise(estimator, graph, batch, DRAWS_PER_SHAPE_CHECK, seed, torch.float32)
-    low = probe_draws(estimator, graph, batch, noise, estimator.init(graph))
+    low = probe_draws(estimator, graph, batch, noise, initial_state(estimator, graph, batch))
     wide = copy.deepcopy(graph).double()
     high = probe_draws(estimator, wide, tuple(t.double() for t in batch), noise.double(),
-                       estimator.init(wide))
+                       initial_state(estimator, wide, tuple(t.double() for t in batch)))
     wrong = [n for n, v in low.items() if v.dtype != torch.float32]
     wrong += [n for n, v in high.items() if v.dtype != torch.float64]
     if wrong:
@@ -254,12 +256,14 @@ def _check_dtypes(estimator, seed, **_) -> CheckResult:
 def _check_determinism(estimator, seed, **_) -> CheckResult:
     graph, batch = categorical_probe(3, 4, 3)
     noise = probe_noise(estimator, graph, batch, DRAWS_PER_SHAPE_CHECK, seed, torch.float64)
-    first = probe_draws(estimator, graph, batch, noise, estimator.init(graph))
-    second = probe_draws(estimator, graph, batch, noise.clone(), estimator.init(graph))
+    first = probe_draws(estimator, graph, batch, noise, initial_state(estimator, graph, batch))
+    second = probe_draws(estimator, graph, batch, noise.clone(),
+                         initial_state(estimator, graph, batch))
     unequal = [n for n in first if not torch.equal(first[n], second[n])]
     if unequal:
         raise CheckFailed(f"the same noise gave different draws for {unequal}")
-    looped = probe_draws(estimator, graph, batch, noise, estimator.init(graph), "loop")
+    looped = probe_draws(estimator, graph, batch, noise, initial_state(estimator, graph, batch),
+                         "loop")
     worst, name = relative_difference(first, looped)
     if not worst <= FLOAT64_TOLERANCE:
         raise CheckFailed(f"vmap and loop draws differ by {worst:.2g} of the largest draw ({name})")
@@ -275,9 +279,11 @@ def _check_no_leaks(estimator, seed, **_) -> CheckResult:
     before = {n: (p.detach().clone(), p.grad.clone()) for n, p in graph.named_parameters()}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        first = probe_draws(estimator, graph, batch, noise, estimator.init(graph), "loop")
+        first = probe_draws(estimator, graph, batch, noise,
+                            initial_state(estimator, graph, batch), "loop")
         torch.manual_seed(1)
-        second = probe_draws(estimator, graph, batch, noise, estimator.init(graph), "loop")
+        second = probe_draws(estimator, graph, batch, noise,
+                             initial_state(estimator, graph, batch), "loop")
     problems = []
     for name, param in graph.named_parameters():
         value, grad = before[name]

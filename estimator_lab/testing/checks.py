@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from estimator_lab.estimators.prepare import initial_state
 from estimator_lab.graphs.base import StochasticGraph
 from estimator_lab.montecarlo.engine import GATE_LOGITS
 from estimator_lab.noise import uniform_noise
@@ -146,7 +147,7 @@ def _draw_and_validate(problems, label, subject, graph, batch, noise, device=Non
     device = device or torch.device("cpu")
     dtype = next(graph.parameters()).dtype
     estimator = subject.build(graph, batch)
-    state = estimator.init(graph)
+    state = initial_state(estimator, graph, batch)
     found = _attempt(problems, f"{label}: surrogate",
                      _surrogate_problems, label, graph, batch, estimator, noise[0], state)
     if found is None or found:
@@ -196,7 +197,7 @@ def _single_layer_refuses(graph, batch, estimator, seed, dtype) -> list[str]:
     with torch.no_grad():
         prepared = graph.prepare(batch)
     try:
-        state = estimator.init(graph)
+        state = initial_state(estimator, graph, batch)
         noise = uniform_noise(seed, range(1), estimator.noise_shape(graph, prepared), dtype=dtype)
         estimator.surrogate(graph, graph.prepare(batch), noise[0], state)
     except ValueError:
@@ -287,7 +288,7 @@ def check_determinism(subject: Subject, settings: Settings) -> CheckResult:
     problems, agreement = [], {}
     for label, graph, batch in probe_problems(probe.multilayer, dtype):
         estimator = subject.build(graph, batch)
-        state = estimator.init(graph)
+        state = initial_state(estimator, graph, batch)
         noise = probe_noise(estimator, graph, batch, k, seed, dtype)
         method = draw_method(estimator)
         first = _attempt(problems, f"{label}: drawing ({method})",
@@ -363,7 +364,7 @@ def check_no_leaks(subject: Subject, settings: Settings) -> CheckResult:
     problems = []
 
     # State: detached, read-only in surrogate, replaced (not edited) by update.
-    initial = estimator.init(graph)
+    initial = initial_state(estimator, graph, batch)
     problems += _state_problems(initial, {}, "after init")
     before = _snapshot(initial)
     with torch.no_grad():
@@ -386,7 +387,8 @@ def check_no_leaks(subject: Subject, settings: Settings) -> CheckResult:
         param.grad = torch.full_like(param, 0.5)
     before = {n: (p.detach().clone(), p.grad.clone()) for n, p in graph.named_parameters()}
     draws = _attempt(problems, f"drawing ({draw_method(estimator)})",
-                     probe_draws, estimator, graph, batch, noise[:k], estimator.init(graph))
+                     probe_draws, estimator, graph, batch, noise[:k],
+                     initial_state(estimator, graph, batch))
     for name, param in graph.named_parameters():
         value, grad = before[name]
         if not same(param.detach(), value):
@@ -403,7 +405,8 @@ def check_no_leaks(subject: Subject, settings: Settings) -> CheckResult:
     # The global RNG: the draws are the same whatever it was seeded with.
     def seeded(rng_seed: int) -> dict[str, torch.Tensor]:
         torch.manual_seed(rng_seed)
-        return probe_draws(estimator, graph, batch, noise[:k], estimator.init(graph), method="loop")
+        return probe_draws(estimator, graph, batch, noise[:k],
+                           initial_state(estimator, graph, batch), method="loop")
 
     with torch.random.fork_rng(devices=[]):
         first = _attempt(problems, "drawing (loop)", seeded, 0)

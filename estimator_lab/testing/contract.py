@@ -130,9 +130,10 @@ def check_estimator(
     Call `report.raise_if_failed()` in a test to turn failures into a `ContractViolation`.
 
     Args:
-        estimator: a `GradientEstimator` instance, or a factory `(graph, batch) -> estimator`
-            for estimators built for a graph and batch (e.g. `reinforce-oracle`, whose baseline
-            values are expectations over one batch's gates).
+        estimator: a `GradientEstimator` instance (its state is `init(graph, prepared)` on
+            each probe's batch), or a factory `(graph, batch) -> estimator` for estimators
+            whose hyper-parameters are built for a graph and batch (e.g. `reinforce-oracle`
+            with the per-example Eq. 10 values of that batch).
         dtypes: floating dtypes that must work (the first two are compared).
         devices: devices that must give the CPU's draws (default: CPU, and CUDA if available).
         num_draws: Monte Carlo draws per graph in the unbiasedness check (see the module

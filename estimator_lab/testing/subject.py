@@ -12,7 +12,8 @@ from estimator_lab.graphs.base import StochasticGraph
 
 Batch = tuple[torch.Tensor, ...]
 EstimatorFactory = Callable[[StochasticGraph, Batch], GradientEstimator]
-"""Builds the estimator for a graph and batch (e.g. `reinforce-oracle` with its values)."""
+"""Builds the estimator for a graph and batch (e.g. `reinforce-oracle` with that batch's
+per-example values)."""
 
 
 @dataclass(frozen=True)
