@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -94,17 +93,30 @@ def test_a_corrupt_checkpoint_is_refused_in_one_line(tmp_path, content):
 
 
 KILL_SCRIPT = textwrap.dedent("""
-    import sys, torch
+    import os, signal, sys, torch
     sys.path.insert(0, {tests!r})
     from test_resilience import problem
+    import estimator_lab.montecarlo.runner as runner
     from estimator_lab.estimators import get_estimator
     from estimator_lab.montecarlo import run_draws
+    save, saved = runner.save_checkpoint, []
+    def save_and_count(path, fingerprint, stop, accumulators):
+        save(path, fingerprint, stop, accumulators)
+        saved.append(stop)
+        if stop == {kill_at}:  # SIGKILL itself right after the checkpoint of draws 0..stop-1
+            os.kill(os.getpid(), signal.SIGKILL)
+    runner.save_checkpoint = save_and_count
     net, batch = problem()
     runs = run_draws(net, {{"reinforce": get_estimator("reinforce")}}, batch, num_draws=3000,
-                     seed=5, chunk_size=25, checkpoint={path!r}, checkpoint_every_s=0.2)
-    torch.save({{k: (m.count, m.mean, m.m2) for k, m in runs["reinforce"].compute().items()}},
-               {out!r})
+                     seed=5, chunk_size=25, checkpoint={path!r}, checkpoint_every_s=0)
+    moments = {{k: (m.count, m.mean, m.m2) for k, m in runs["reinforce"].compute().items()}}
+    torch.save({{"first_save": saved[0], "moments": moments}}, {out!r})
 """)
+KILL_AT = 1000
+"""The draw count of the checkpoint after which the first run kills itself (a checkpoint after
+every chunk of 25 draws, so the kill falls mid-run whatever the machine's speed: killing it
+from outside after a sleep raced the run's end once the fast path made it take well under a
+second)."""
 
 
 def test_sigkill_then_resume_ends_identical(tmp_path):
@@ -112,23 +124,20 @@ def test_sigkill_then_resume_ends_identical(tmp_path):
     uninterrupted run."""
     tests = os.path.dirname(__file__)
     path, out = str(tmp_path / "kill.ckpt"), str(tmp_path / "final.pt")
-    script = KILL_SCRIPT.format(tests=tests, path=path, out=out)
-    child = subprocess.Popen([sys.executable, "-c", script])
-    deadline = time.monotonic() + 60
-    while not os.path.exists(path) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.05)  # mid-run: the run takes seconds, with a checkpoint every 0.2 s
-    child.send_signal(signal.SIGKILL)
-    child.wait()
-    assert child.returncode == -signal.SIGKILL and not os.path.exists(out)
+    killed = subprocess.run([sys.executable, "-c", KILL_SCRIPT.format(
+        tests=tests, path=path, out=out, kill_at=KILL_AT)], timeout=120)
+    assert killed.returncode == -signal.SIGKILL and not os.path.exists(out)
+    assert torch.load(path, weights_only=False)["next_draw"] == KILL_AT
+    script = KILL_SCRIPT.format(tests=tests, path=path, out=out, kill_at=0)
     subprocess.run([sys.executable, "-c", script], check=True)
     # A write cut by the kill may leave a hidden temporary: the next save removes it.
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
     resumed = torch.load(out)
+    assert resumed["first_save"] == KILL_AT + 25  # it went on from the checkpoint
     net, batch = problem()
     whole = run_draws(net, {"reinforce": get_estimator("reinforce")}, batch, num_draws=3000,
                       seed=5, chunk_size=25)["reinforce"]
-    for key, (count, mean, m2) in resumed.items():
+    for key, (count, mean, m2) in resumed["moments"].items():
         assert count == 3000
         assert torch.equal(mean, whole[key].mean) and torch.equal(m2, whole[key].m2)
 
