@@ -141,6 +141,9 @@ class GradientEstimator:
     ) -> Any:
         """The initial state (`None` for stateless estimators).
 
+        An override whose state does not depend on the batch may take `graph` alone,
+        `init(self, graph)`: the class wraps it to accept and ignore `prepared` and `seed`.
+
         Args:
             graph: the model.
             prepared: `graph.prepare(batch)` for the batch the state is for (no autograd graph

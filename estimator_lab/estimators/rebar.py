@@ -264,13 +264,7 @@ class Relax(Rebar):
         self.learning_rate = float(self.learning_rate)
         self.seed = int(self.seed)
 
-    def init(
-        self,
-        graph: StochasticGraph,
-        prepared: PreparedBatch | None = None,
-        *,
-        seed: int | None = None,
-    ) -> RelaxState:
+    def init(self, graph: StochasticGraph) -> RelaxState:
         reference = next(graph.parameters())
         like = {"dtype": reference.dtype, "device": reference.device}
         generator = torch.Generator().manual_seed(self.seed)

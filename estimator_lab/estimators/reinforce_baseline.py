@@ -64,13 +64,7 @@ class ReinforceWithBaseline(GradientEstimator):
 
     baseline: Baseline = field(metadata=UNNAMED)
 
-    def init(
-        self,
-        graph: StochasticGraph,
-        prepared: PreparedBatch | None = None,
-        *,
-        seed: int | None = None,
-    ) -> Any:
+    def init(self, graph: StochasticGraph) -> Any:
         return self.baseline.init(graph)
 
     def surrogate(

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from tqdm.auto import tqdm
 
-from estimator_lab.graphs.base import StochasticGraph
+from estimator_lab.graphs.base import PreparedBatch, StochasticGraph
 from estimator_lab.montecarlo.plan import DrawPlan
 from estimator_lab.noise import uniform_noise
 
@@ -159,25 +159,39 @@ def iter_draw_chunks(
     states = dict(states or {})
     with torch.no_grad():
         prepared = graph.prepare(batch)
-    logits = prepared.logits
     chunks = plan.chunks(start)
     with draw_bar(plan, estimators, sum(map(len, chunks)), progress) as bar:
         for indices in chunks:
             chunk, elapsed, noises = {}, {}, {}
             for name, estimator in estimators.items():
                 started = time.perf_counter()
-                shape = estimator.noise_shape(graph, prepared)
-                if shape not in noises:
-                    noises[shape] = uniform_noise(plan.seed, indices, shape, dtype=logits.dtype,
-                                                  device=logits.device)
+                noise = shared_noise(noises, estimator, graph, prepared, plan.seed, indices)
                 chunk[name] = gradient_draws(
-                    graph, estimator, batch, noises[shape], state=states.get(name),
+                    graph, estimator, batch, noise, state=states.get(name),
                     parameters=plan.parameters, include_logits=plan.include_logits,
                     method=plan.method if estimator.supports_vmap else "loop",
                 )
                 elapsed[name] = time.perf_counter() - started
                 bar.update(len(indices))
             yield indices, chunk, elapsed
+
+
+def shared_noise(
+    cache: dict[tuple[int, ...], torch.Tensor],
+    estimator: Any,
+    graph: StochasticGraph,
+    prepared: PreparedBatch,
+    seed: int,
+    indices: range,
+) -> torch.Tensor:
+    """The uniforms of draws `indices` in `estimator`'s noise shape, `len(indices) x shape`,
+    drawn once per shape into `cache`, so estimators of one shape share them (common random
+    numbers) within a chunk."""
+    shape = estimator.noise_shape(graph, prepared)
+    if shape not in cache:
+        cache[shape] = uniform_noise(seed, indices, shape, dtype=prepared.logits.dtype,
+                                     device=prepared.logits.device)
+    return cache[shape]
 
 
 def draw_bar(plan: DrawPlan, estimators: Mapping[str, Any], draws: int, progress: bool) -> tqdm:

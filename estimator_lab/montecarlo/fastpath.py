@@ -36,7 +36,12 @@ import torch
 
 from estimator_lab.graphs.base import StochasticGraph
 from estimator_lab.montecarlo.accumulators import MomentAccumulator, Moments
-from estimator_lab.montecarlo.engine import GATE_LOGITS, gradient_draws, tracked_parameters
+from estimator_lab.montecarlo.engine import (
+    GATE_LOGITS,
+    gradient_draws,
+    shared_noise,
+    tracked_parameters,
+)
 from estimator_lab.montecarlo.groups import WeightPart
 from estimator_lab.montecarlo.plan import DrawPlan
 from estimator_lab.noise import uniform_noise
@@ -572,15 +577,11 @@ def iter_fast_chunks(
     layout = FastLayout.of(graph, batch, plan)
     drawers = {name: FastDraws(graph, est, batch, states.get(name), layout)
                for name, est in estimators.items()}
-    logits = prepared.logits
     for indices in plan.chunks(start):
         chunk, elapsed, noises = {}, {}, {}
         for name, estimator in estimators.items():
             started = time.perf_counter()
-            shape = estimator.noise_shape(graph, prepared)
-            if shape not in noises:
-                noises[shape] = uniform_noise(plan.seed, indices, shape, dtype=logits.dtype,
-                                              device=logits.device)
-            chunk[name] = drawers[name](noises[shape])
+            noise = shared_noise(noises, estimator, graph, prepared, plan.seed, indices)
+            chunk[name] = drawers[name](noise)
             elapsed[name] = time.perf_counter() - started
         yield indices, chunk, elapsed

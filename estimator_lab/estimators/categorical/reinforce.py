@@ -87,13 +87,7 @@ class CategoricalReinforceOptimal(CategoricalEstimator):
         self.baseline = CategoricalOptimalBaseline(self.decay)  # derived: not a field
         self.decay = self.baseline.decay  # as the baseline checked and converted it
 
-    def init(
-        self,
-        graph: StochasticGraph,
-        prepared: PreparedBatch | None = None,
-        *,
-        seed: int | None = None,
-    ) -> RatioState:
+    def init(self, graph: StochasticGraph) -> RatioState:
         self.check_graph(graph)
         return self.baseline.init(graph)
 
