@@ -75,3 +75,28 @@ def test_a_subclass_of_the_network_gets_the_same_initialisation():
     assert isinstance(graph, WithExtra) and graph.extra.dtype == torch.float64
     assert torch.equal(graph.output.weight, plain.output.weight)
     assert torch.equal(batch[0], plain_batch[0])
+
+
+def test_gate_bias_replaces_the_gater_bias_in_float32_only():
+    bias = [-3.0, -0.5, 0.7, 2.5]
+    plain, batch = conditional_problem()
+    biased, biased_batch = conditional_problem(gate_bias=bias)
+    assert torch.equal(biased.gater_out.bias, torch.tensor(bias).double())
+    assert biased.gater_out.bias[2].item() != 0.7  # rounded to float32 like the initialisation
+    for name, value in parameters(plain).items():
+        assert name == "gater_out.bias" or torch.equal(value, parameters(biased)[name]), name
+    assert all(torch.equal(a, b) for a, b in zip(batch, biased_batch, strict=True))
+    with pytest.raises(ValueError, match="gate_bias needs num_gates=4 values, got 3"):
+        conditional_problem(gate_bias=bias[:3])
+
+
+def test_a_batch_seed_draws_the_batch_apart_from_the_parameters():
+    plain, batch = conditional_problem(seed=0)
+    own, own_batch = conditional_problem(seed=0, batch_seed=1)
+    assert_same_problem((plain, ()), (own, ()))
+    assert not torch.equal(own_batch[0], batch[0])
+    generator = torch.Generator().manual_seed(1)
+    assert torch.equal(own_batch[0], torch.randn(3, 6, generator=generator, dtype=torch.float64))
+    assert torch.equal(own_batch[1], torch.randint(0, 3, (3,), generator=generator))
+    _, wider_batch = conditional_problem(num_gates=9, num_gater_hidden=7, seed=5, batch_seed=1)
+    assert all(torch.equal(a, b) for a, b in zip(own_batch, wider_batch, strict=True))
