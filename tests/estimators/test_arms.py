@@ -16,27 +16,19 @@ from scipy import stats as scipy_stats
 from estimator_lab.estimators import get_estimator
 from estimator_lab.estimators.arms import dirichlet_uniforms, discordance, gaussian_uniforms
 from estimator_lab.exact import exact_moments
-from estimator_lab.graphs import ConditionalConfig, ConditionalNetwork
 from estimator_lab.graphs.toy import ToyGraph
 from estimator_lab.montecarlo import GATE_LOGITS, run_draws
 from estimator_lab.montecarlo.engine import gradient_draws
 from estimator_lab.noise import uniform_noise
 from estimator_lab.stats.variance import variance_with_error
+from estimator_lab.testing import conditional_problem
 from estimator_lab.testing.contract import check_estimator
 
 Z_LIMIT = 5.0
 
 
-def small_net(seed: int = 0, num_gates: int = 4, batch_size: int = 3):
-    generator = torch.Generator().manual_seed(seed)
-    config = ConditionalConfig(num_inputs=6, num_gater_hidden=4, num_gates=num_gates,
-                               num_classes=3)
-    net = ConditionalNetwork(config, generator).double()
-    with torch.no_grad():
-        net.output.weight.mul_(4)
-        net.gater_out.bias.copy_(torch.tensor([-3.0, -0.5, 0.7, 2.5])[:num_gates])
-    x = torch.randn(batch_size, 6, generator=generator, dtype=torch.float64)
-    return net, (x, torch.randint(0, 3, (batch_size,), generator=generator))
+GATE_BIAS = [-3.0, -0.5, 0.7, 2.5]
+"""The 4-gate net's gater output bias: gate probabilities from near 0 to near 1."""
 
 
 @pytest.mark.parametrize("hyper", [{"num_samples": 3}, {"num_samples": 4, "copula": "gaussian"}])
@@ -56,7 +48,7 @@ def test_two_samples_is_disarm_draw_by_draw(copula):
     """`n = 2`: the pair is `(u, 1 - u)` and ARMS is DisARM on every coordinate, under noise
     mapped to DisARM's uniform: the copula's `u_1`, mirrored on the Dirichlet gates with
     `p > 1/2` (whose samples are `1[1 - u_k < p]`, the pair in the other order)."""
-    net, batch = small_net()
+    net, batch = conditional_problem(gate_bias=GATE_BIAS)
     arms = get_estimator("arms", copula=copula)
     with torch.no_grad():
         prepared = net.prepare(batch)
@@ -74,7 +66,7 @@ def test_two_samples_is_disarm_draw_by_draw(copula):
 
 def test_two_sample_exact_moments_are_disarms():
     """Exact by quadrature (piecewise constant between `p` and `1 - p`), every coordinate."""
-    net, batch = small_net()
+    net, batch = conditional_problem(gate_bias=GATE_BIAS)
     cells = {"quadrature_points": 2, "max_quadrature_dims": net.num_gates}
     arms = exact_moments(net, get_estimator("arms"), batch, **cells)
     disarm = exact_moments(net, get_estimator("disarm"), batch, **cells)

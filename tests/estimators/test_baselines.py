@@ -37,28 +37,14 @@ from estimator_lab.estimators.baselines import (
 from estimator_lab.estimators.prepare import initial_state, prepare_estimator
 from estimator_lab.estimators.reinforce import Reinforce
 from estimator_lab.exact import configurations, exact_gradient, exact_moments, log_prob_and_loss
-from estimator_lab.graphs import ConditionalConfig, ConditionalNetwork
 from estimator_lab.graphs.specs import build_problem
 from estimator_lab.montecarlo import GATE_LOGITS, Moments, run_draws, uniform_noise
 from estimator_lab.montecarlo.engine import gradient_draws
 from estimator_lab.stats import zero_mean_test
+from estimator_lab.testing import conditional_problem
 
 ALPHA = 1e-3  # false-failure rate of each Monte Carlo unbiasedness test
 NUM_DRAWS = 4000  # the negative control below has an expected max |z| above 10
-
-
-def conditional_problem(num_gates: int = 4, batch_size: int = 3, seed: int = 0):
-    """A float64 conditional net whose loss depends visibly on its gates, and a batch."""
-    generator = torch.Generator().manual_seed(seed)
-    config = ConditionalConfig(
-        num_inputs=6, num_gater_hidden=4, num_gates=num_gates, num_classes=3
-    )
-    graph = ConditionalNetwork(config, generator).double()
-    with torch.no_grad():
-        graph.output.weight.mul_(4)
-    x = torch.randn(batch_size, 6, generator=generator, dtype=torch.float64)
-    y = torch.randint(0, 3, (batch_size,), generator=generator)
-    return graph, (x, y)
 
 
 def sbn_problem():

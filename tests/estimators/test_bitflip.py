@@ -6,23 +6,11 @@ import torch
 from estimator_lab.estimators import get_estimator
 from estimator_lab.estimators.bitflip import boundary_gates
 from estimator_lab.exact import exact_gradient, exact_moments
-from estimator_lab.graphs import ConditionalConfig, ConditionalNetwork
 from estimator_lab.graphs.toy import ToyGraph
 from estimator_lab.montecarlo import GATE_LOGITS
 from estimator_lab.montecarlo.engine import gradient_draws
 from estimator_lab.noise import uniform_noise
-
-
-def small_net(bias, batch_size: int = 2, seed: int = 0):
-    generator = torch.Generator().manual_seed(seed)
-    config = ConditionalConfig(num_inputs=6, num_gater_hidden=4, num_gates=len(bias),
-                               num_classes=3)
-    net = ConditionalNetwork(config, generator).double()
-    with torch.no_grad():
-        net.output.weight.mul_(4)
-        net.gater_out.bias.copy_(torch.tensor(bias))
-    x = torch.randn(batch_size, 6, generator=generator, dtype=torch.float64)
-    return net, (x, torch.randint(0, 3, (batch_size,), generator=generator))
+from estimator_lab.testing import conditional_problem
 
 
 def exact(graph, estimator, batch):
@@ -48,7 +36,7 @@ def test_boundary_gates_is_the_largest_k_with_k_m_below_one_half():
 def test_exact_mean_is_the_exact_gradient(name, bias):
     """Quadrature is exact for these piecewise-constant draws: the mean equals the enumerated
     gradient on every coordinate of a 4-gate net (some, none, and all gates near the boundary)."""
-    net, batch = small_net(bias)
+    net, batch = conditional_problem(batch_size=2, gate_bias=bias)
     _, gradient = exact_gradient(net, batch)
     moments = exact(net, get_estimator(name), batch)
     for key, value in gradient.items():
@@ -57,7 +45,7 @@ def test_exact_mean_is_the_exact_gradient(name, bias):
 
 def test_ugc_without_boundary_gates_is_disarm_draw_by_draw():
     """Every `p = 1/2` (gater zeroed): `S` is empty and UGC is DisARM under the same `u`."""
-    net, batch = small_net([0.0] * 4)
+    net, batch = conditional_problem(batch_size=2, gate_bias=[0.0] * 4)
     with torch.no_grad():
         net.gater_out.weight.zero_()
         assert (boundary_gates(net.prepare(batch).logits)[1] == 0).all()

@@ -5,23 +5,13 @@ import torch
 
 from estimator_lab.estimators import get_estimator
 from estimator_lab.exact import exact_gradient, exact_moments
-from estimator_lab.graphs import ConditionalConfig, ConditionalNetwork, PreparedBatch
+from estimator_lab.graphs import PreparedBatch
 from estimator_lab.graphs.base import StochasticGraph
 from estimator_lab.montecarlo import GATE_LOGITS
 from estimator_lab.montecarlo.engine import gradient_draws
 from estimator_lab.noise import uniform_noise
+from estimator_lab.testing import conditional_problem
 from estimator_lab.testing.contract import check_estimator
-
-
-def small_net(num_gates: int = 3, batch_size: int = 2, seed: int = 0):
-    generator = torch.Generator().manual_seed(seed)
-    config = ConditionalConfig(num_inputs=6, num_gater_hidden=4, num_gates=num_gates,
-                               num_classes=3)
-    net = ConditionalNetwork(config, generator).double()
-    with torch.no_grad():
-        net.output.weight.mul_(4)
-    x = torch.randn(batch_size, 6, generator=generator, dtype=torch.float64)
-    return net, (x, torch.randint(0, 3, (batch_size,), generator=generator))
 
 
 class LinearGraph(StochasticGraph):
@@ -46,7 +36,7 @@ def test_contract_with_three_samples():
 
 @pytest.mark.parametrize("hyper", [{}, {"num_samples": 3}, {"alpha": -0.7}])
 def test_exact_mean_is_the_exact_gradient(hyper):
-    net, batch = small_net()
+    net, batch = conditional_problem(3, 2)
     _, gradient = exact_gradient(net, batch)
     moments = exact_moments(net, get_estimator("double-cv", **hyper), batch)
     assert moments.method == "enumeration"
@@ -55,7 +45,7 @@ def test_exact_mean_is_the_exact_gradient(hyper):
 
 
 def test_alpha_zero_is_rloo_draw_by_draw():
-    net, batch = small_net()
+    net, batch = conditional_problem(3, 2)
     noise = uniform_noise(0, range(50), (2, 2, 3), dtype=torch.float64)
     ours = gradient_draws(net, get_estimator("double-cv", alpha=0.0), batch, noise)
     rloo = gradient_draws(net, get_estimator("rloo"), batch, noise)

@@ -17,6 +17,7 @@ per temperature (5 tests, false-failure below 3e-6).
 """
 
 import math
+from functools import partial
 
 import numpy as np
 import pytest
@@ -29,10 +30,10 @@ from estimator_lab.estimators import get_estimator
 from estimator_lab.estimators.base import GradientEstimator, bernoulli_gates
 from estimator_lab.estimators.gumbel import concrete_gates, logistic_noise
 from estimator_lab.exact import exact_gradient, exact_moments
-from estimator_lab.graphs import ConditionalConfig, ConditionalNetwork
 from estimator_lab.graphs.toy import ToyGraph
 from estimator_lab.montecarlo import GATE_LOGITS, Moments, run_draws, uniform_noise
 from estimator_lab.stats import rounding_scale, zero_mean_test
+from estimator_lab.testing import conditional_problem
 
 ALPHA = 1e-3
 MISS = 1e-4
@@ -40,16 +41,9 @@ NUM_DRAWS = 2000
 TEMPERATURES = [2.0, 1.0, 0.5, 0.1, 0.01]
 
 
-def two_gate_problem():
-    """A float64 conditional net with 2 gates (2 uniforms per example: quadrature is exact)."""
-    generator = torch.Generator().manual_seed(0)
-    config = ConditionalConfig(num_inputs=6, num_gater_hidden=4, num_gates=2, num_classes=3)
-    graph = ConditionalNetwork(config, generator).double()
-    with torch.no_grad():
-        graph.output.weight.mul_(8)
-    x = torch.rand(2, 6, generator=generator, dtype=torch.float64)
-    y = torch.randint(0, 3, (2,), generator=generator)
-    return graph, (x, y)
+two_gate_problem = partial(conditional_problem, 2, 2, output_scale=8.0, inputs="uniform")
+"""A float64 conditional net with 2 gates on 2 uniform examples (2 uniforms per example:
+quadrature is exact)."""
 
 
 def flat(tensors: dict[str, torch.Tensor], names: list[str]) -> torch.Tensor:

@@ -13,31 +13,17 @@ from torch import nn
 from estimator_lab.estimators import get_estimator
 from estimator_lab.estimators.muprop import MuProp
 from estimator_lab.exact import exact_gradient, exact_moments
-from estimator_lab.graphs import ConditionalConfig, ConditionalNetwork, PreparedBatch
+from estimator_lab.graphs import PreparedBatch
 from estimator_lab.graphs.base import StochasticGraph
 from estimator_lab.graphs.specs import build_problem
 from estimator_lab.montecarlo import GATE_LOGITS, Moments, run_draws, uniform_noise
 from estimator_lab.montecarlo.engine import gradient_draws
 from estimator_lab.stats import zero_mean_test
+from estimator_lab.testing import conditional_problem
 
 ALPHA = 1e-3  # false-failure rate of each Monte Carlo unbiasedness test
 NUM_DRAWS = 4000
 GATER = ["gater_hidden.weight", "gater_hidden.bias", "gater_out.weight", "gater_out.bias"]
-
-
-def conditional_problem(output_scale: float = 4.0, batch_size: int = 3, seed: int = 0):
-    """A float64 conditional net with 4 gates and its output weights scaled, and a batch.
-
-    The output layer's weights set how far from linear the loss is in the gates: the default
-    initialisation (`output_scale=1`) is nearly linear, 4 visibly curved."""
-    generator = torch.Generator().manual_seed(seed)
-    config = ConditionalConfig(num_inputs=6, num_gater_hidden=4, num_gates=4, num_classes=3)
-    graph = ConditionalNetwork(config, generator).double()
-    with torch.no_grad():
-        graph.output.weight.mul_(output_scale)
-    x = torch.randn(batch_size, 6, generator=generator, dtype=torch.float64)
-    y = torch.randint(0, 3, (batch_size,), generator=generator)
-    return graph, (x, y)
 
 
 def sbn_problem(spec: str = "sbn:3-2,inputs=5,batch=3"):

@@ -12,26 +12,14 @@ from estimator_lab.estimators import get_estimator
 from estimator_lab.estimators.base import hard_bernoulli, trace_log_prob
 from estimator_lab.estimators.rloo import Rloo
 from estimator_lab.exact import exact_gradient, exact_moments
-from estimator_lab.graphs import ConditionalConfig, ConditionalNetwork
 from estimator_lab.graphs.specs import build_problem
 from estimator_lab.montecarlo import GATE_LOGITS, Moments, run_draws, uniform_noise
 from estimator_lab.montecarlo.engine import gradient_draws
 from estimator_lab.stats import zero_mean_test
+from estimator_lab.testing import conditional_problem
 
 ALPHA = 1e-3  # false-failure rate of each Monte Carlo unbiasedness test
 NUM_DRAWS = 4000  # the negative control's worst coordinate has an expected |z| above 10
-
-
-def conditional_problem(batch_size: int = 3, seed: int = 0):
-    """A float64 conditional net with 4 gates whose loss depends visibly on them, and a batch."""
-    generator = torch.Generator().manual_seed(seed)
-    config = ConditionalConfig(num_inputs=6, num_gater_hidden=4, num_gates=4, num_classes=3)
-    graph = ConditionalNetwork(config, generator).double()
-    with torch.no_grad():
-        graph.output.weight.mul_(4)
-    x = torch.randn(batch_size, 6, generator=generator, dtype=torch.float64)
-    y = torch.randint(0, 3, (batch_size,), generator=generator)
-    return graph, (x, y)
 
 
 def sbn_problem():

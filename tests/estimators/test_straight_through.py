@@ -14,6 +14,8 @@ Holm's) except with probability `MISS = 1e-4`: the false-failure rate of "flagge
 (normal approximation of a mean of `N` bounded draws).
 """
 
+from functools import partial
+
 import pytest
 import torch
 from scipy import stats as scipy_stats
@@ -21,30 +23,22 @@ from scipy import stats as scipy_stats
 from estimator_lab.estimators import get_estimator
 from estimator_lab.estimators.base import hard_bernoulli
 from estimator_lab.exact import exact_gradient, exact_moments
-from estimator_lab.graphs import ConditionalConfig, ConditionalNetwork
+from estimator_lab.graphs import ConditionalNetwork
 from estimator_lab.graphs.sbn import SigmoidBeliefNet
 from estimator_lab.graphs.toy import ToyGraph
 from estimator_lab.montecarlo import GATE_LOGITS, Moments, run_draws, uniform_noise
 from estimator_lab.montecarlo.engine import gradient_draws
 from estimator_lab.stats import rounding_scale, zero_mean_test
+from estimator_lab.testing import conditional_problem
 
 ALPHA = 1e-3  # false-failure rate of the zero-bias test (negative control)
 MISS = 1e-4  # largest allowed probability that a biased estimator is not flagged
 NUM_DRAWS = 2000
 
 
-def conditional(num_gates: int, num_classes: int, seed: int, batch_size: int = 3):
-    """A float64 conditional net with a sharpened output layer and a synthetic batch."""
-    generator = torch.Generator().manual_seed(seed)
-    config = ConditionalConfig(
-        num_inputs=6, num_gater_hidden=4, num_gates=num_gates, num_classes=num_classes
-    )
-    graph = ConditionalNetwork(config, generator).double()
-    with torch.no_grad():
-        graph.output.weight.mul_(8)  # the loss depends visibly on the gates
-    x = torch.rand(batch_size, 6, generator=generator, dtype=torch.float64)
-    y = torch.randint(0, num_classes, (batch_size,), generator=generator)
-    return graph, (x, y)
+conditional = partial(conditional_problem, output_scale=8.0, inputs="uniform")
+"""The float64 conditional net of these tests, `conditional(G, B, num_classes=..., seed=...)`:
+uniform inputs, output weights times 8 (the loss depends visibly on the gates)."""
 
 
 def belief_net(seed: int, batch_size: int = 3):
@@ -72,7 +66,7 @@ def configuration_noise(graph: ConditionalNetwork, batch) -> tuple[torch.Tensor,
 def test_st_sigmoid_is_st_times_the_sigmoid_derivative():
     """Same noise, same gates: the gate-logit draws differ by the factor `sigmoid'(a)` and the
     parameters the loss touches directly get identical pathwise gradients."""
-    graph, batch = conditional(num_gates=5, num_classes=3, seed=0, batch_size=4)
+    graph, batch = conditional(5, 4)
     noise = uniform_noise(0, range(16), (4, 5), dtype=torch.float64)
     st = gradient_draws(graph, get_estimator("st"), batch, noise)
     sigmoid = gradient_draws(graph, get_estimator("st-sigmoid"), batch, noise)
@@ -88,7 +82,7 @@ def test_straight_through_family_and_reinforce_draw_the_same_gates(graph_name):
     """Common random numbers: from the same noise every hard-gate estimator evaluates the loss at
     exactly the Bernoulli gates `1[u < sigmoid(a)]`, layer by layer (on the belief net the second
     layer's logits depend on the first layer's gate values, so these must be exactly `b`)."""
-    graph, batch = conditional(5, 3, seed=1, batch_size=8) if graph_name == "conditional" \
+    graph, batch = conditional(5, 8, seed=1) if graph_name == "conditional" \
         else belief_net(seed=1, batch_size=8)
     seen, loss = [], graph.loss
 
@@ -119,7 +113,7 @@ def test_exact_means_differ_from_the_exact_gradient(name):
     `st` 2.91 (conditional-4) and 28.2 (belief net), `st-sigmoid` 0.061 and 0.31. (The
     parameters the loss touches directly get pathwise gradients at Bernoulli gates: unbiased.)
     """
-    for graph, batch in (conditional(4, 3, seed=0), belief_net(seed=0)):
+    for graph, batch in (conditional(4), belief_net(seed=0)):
         _, exact = exact_gradient(graph, batch, parameters=[])
         mean = exact_moments(graph, get_estimator(name), batch, parameters=[]).mean
         bias = mean[GATE_LOGITS] - exact[GATE_LOGITS]
@@ -148,7 +142,7 @@ def test_monte_carlo_flags_straight_through_against_enumeration(name, biased, gr
     Measured: the most biased coordinate's expected `z` is 209 (`st`) and 63 (`st-sigmoid`) on
     the conditional net (103 coordinates, needed 8.1), 113 and 53 on the belief net (52
     coordinates, needed 8.0); `reinforce`'s largest `|z|` is 2.0 on both."""
-    graph, batch = conditional(4, 3, seed=0) if graph_name == "conditional-4" \
+    graph, batch = conditional(4) if graph_name == "conditional-4" \
         else belief_net(seed=0)
     _, exact = exact_gradient(graph, batch)
     names = list(exact)
@@ -177,7 +171,7 @@ def test_every_draw_has_the_right_sign_on_one_layer_with_a_monotone_loss(name):
     of the exact gate-logit gradient (all three estimators are `dL/db` times a positive weight).
     """
     for seed in range(3):
-        graph, batch = conditional(4, 2, seed=seed)
+        graph, batch = conditional(4, num_classes=2, seed=seed)
         _, exact = exact_gradient(graph, batch)
         noise, _ = configuration_noise(graph, batch)
         draws = gradient_draws(graph, get_estimator(name), batch, noise)[GATE_LOGITS]
@@ -199,7 +193,7 @@ def test_sign_is_not_guaranteed_without_monotonicity_or_with_two_layers():
     toy = ToyGraph([-1.0], target=0.45)
     mean = exact_moments(toy, get_estimator("st"), toy.example_batch()).mean["theta"]
     assert mean.item() < 0 < toy.true_gradient()["theta"].item()
-    for build in (lambda seed: conditional(4, 10, seed), belief_net):
+    for build in (lambda seed: conditional(4, num_classes=10, seed=seed), belief_net):
         agreement = []
         for seed in range(10):
             graph, batch = build(seed)
