@@ -5,8 +5,8 @@ import torch
 
 from estimator_lab.estimators import get_estimator
 from estimator_lab.exact import exact_moments, noisy_rectifier_exact_gradient, sts_exact_gradient
-from estimator_lab.graphs import ConditionalConfig, ConditionalNetwork
 from estimator_lab.graphs.specs import build_problem
+from estimator_lab.testing import conditional_problem
 
 
 def finite_difference(function, graph, batch, name, index, step=1e-6):
@@ -20,11 +20,10 @@ def finite_difference(function, graph, batch, name, index, step=1e-6):
 
 
 def two_gate_network():
-    config = ConditionalConfig(num_inputs=5, num_gater_hidden=3, num_gates=2, num_classes=3)
-    graph = ConditionalNetwork(config, torch.Generator().manual_seed(0)).double()
-    generator = torch.Generator().manual_seed(1)
-    return graph, (torch.rand(3, 5, generator=generator, dtype=torch.float64),
-                   torch.tensor([0, 2, 1]))
+    """A float64 2-gate net at its initialisation on 3 uniform inputs, labels 0, 2, 1."""
+    graph, (x, _) = conditional_problem(2, num_inputs=5, num_gater_hidden=3, output_scale=1.0,
+                                        inputs="uniform", batch_seed=1)
+    return graph, (x, torch.tensor([0, 2, 1]))
 
 
 @pytest.mark.parametrize("function", [

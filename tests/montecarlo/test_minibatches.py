@@ -14,19 +14,12 @@ import torch
 
 from estimator_lab.estimators import get_estimator
 from estimator_lab.exact import exact_moments
-from estimator_lab.graphs import ConditionalConfig, ConditionalNetwork
 from estimator_lab.montecarlo.minibatches import run_minibatch_stream
-
-CONFIG = ConditionalConfig(num_inputs=6, num_gater_hidden=4, num_gates=4, num_classes=3)
+from estimator_lab.testing import conditional_problem
 
 
 def setup():
-    net = ConditionalNetwork(CONFIG, torch.Generator().manual_seed(0)).double()
-    with torch.no_grad():
-        net.output.weight.mul_(6)
-    data_generator = torch.Generator().manual_seed(1)
-    x = torch.randn(200, 6, generator=data_generator, dtype=torch.float64)
-    y = torch.randint(0, 3, (200,), generator=data_generator)
+    net, (x, y) = conditional_problem(batch_size=200, output_scale=6.0, batch_seed=1)
     pick = torch.Generator().manual_seed(2)
     fixed = [torch.randint(0, 200, (2,), generator=pick) for _ in range(40)]
     return net, lambda m: (x[fixed[m]], y[fixed[m]])

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -14,21 +15,16 @@ import torch.multiprocessing as mp
 
 from estimator_lab.estimators import get_estimator
 from estimator_lab.estimators.base import GradientEstimator
-from estimator_lab.graphs import ConditionalConfig, ConditionalNetwork
 from estimator_lab.montecarlo import run_draws
 from estimator_lab.montecarlo.checkpoint import CheckpointMismatch
 from estimator_lab.montecarlo.engine import NonFiniteDrawError
 from estimator_lab.montecarlo.fastpath import restore_accumulator
 from estimator_lab.montecarlo.plan import DrawPlan
+from estimator_lab.testing import conditional_problem
 
-CONFIG = ConditionalConfig(num_inputs=12, num_gater_hidden=5, num_gates=8, num_classes=3)
-
-
-def problem():
-    net = ConditionalNetwork(CONFIG, torch.Generator().manual_seed(0)).double()
-    generator = torch.Generator().manual_seed(1)
-    return net, (torch.rand(4, 12, generator=generator, dtype=torch.float64),
-                 torch.randint(0, 3, (4,), generator=generator))
+problem = partial(conditional_problem, 8, 4, num_inputs=12, num_gater_hidden=5,
+                  output_scale=1.0, inputs="uniform", batch_seed=1)
+"""The float64 8-gate net at its initialisation and 4 uniform examples (their own seed)."""
 
 
 def assert_identical(a: dict, b: dict):

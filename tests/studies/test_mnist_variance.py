@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from estimator_lab.estimators import get_estimator
-from estimator_lab.graphs import ConditionalConfig, ConditionalNetwork
 from estimator_lab.montecarlo import run_draws
 from estimator_lab.stats import SUMMARY_COLUMNS
 from estimator_lab.studies.checkpoints import CheckpointConfig, training_checkpoints
@@ -24,15 +23,14 @@ from estimator_lab.studies.mnist_variance import (
     run_mnist_variance,
     shift_to_activity,
 )
+from estimator_lab.testing import conditional_problem
 
 
 def _tiny_problem():
-    config = ConditionalConfig(num_inputs=6, num_gater_hidden=3, num_gates=4)
-    graph = ConditionalNetwork(config, torch.Generator().manual_seed(0)).double()
-    generator = torch.Generator().manual_seed(1)
-    batch = (torch.rand(3, 6, generator=generator, dtype=torch.float64),
-             torch.tensor([0, 1, 2]))
-    return graph, batch
+    """A float64 4-gate, 10-class net at its initialisation on 3 uniform inputs, labels 0, 1, 2."""
+    graph, (x, _) = conditional_problem(num_gater_hidden=3, num_classes=10, output_scale=1.0,
+                                        inputs="uniform", batch_seed=1)
+    return graph, (x, torch.tensor([0, 1, 2]))
 
 
 def _group_values(accumulator, store: str, group: str) -> dict[int, float]:
