@@ -94,16 +94,12 @@ def problem(quick: bool):
     """The variance command's network and minibatch (seed 0; quick: a tiny seeded network)."""
     import torch
 
-    from estimator_lab.graphs import ConditionalConfig, ConditionalNetwork
-    from estimator_lab.graphs.paper import paper_problem
+    from estimator_lab.testing import conditional_problem, paper_problem
 
     if not quick:
         return paper_problem(seed=SEED)
-    generator = torch.Generator().manual_seed(SEED)
-    graph = ConditionalNetwork(ConditionalConfig(**QUICK_CONFIG), generator)
-    x = torch.rand(32, QUICK_CONFIG["num_inputs"], generator=generator)
-    y = torch.randint(0, QUICK_CONFIG["num_classes"], (32,), generator=generator)
-    return graph, (x, y)
+    return conditional_problem(batch_size=32, seed=SEED, dtype=torch.float32, output_scale=1.0,
+                               inputs="uniform", **QUICK_CONFIG)
 
 
 def estimators_for(name: str, paired: bool) -> dict:
