@@ -4,11 +4,11 @@ import pytest
 import torch
 
 from estimator_lab.estimators import get_estimator
-from estimator_lab.graphs import ConditionalConfig, ConditionalNetwork
 from estimator_lab.graphs.sbn import SigmoidBeliefNet
 from estimator_lab.graphs.toy import ToyGraph
 from estimator_lab.montecarlo.engine import gradient_draws
 from estimator_lab.noise import uniform_noise
+from estimator_lab.testing import conditional_problem
 from estimator_lab.testing.contract import check_estimator
 
 
@@ -22,12 +22,9 @@ def test_unit_forward_temperature_is_st_gumbel(graph_kind):
     if graph_kind == "sbn":
         graph, batch = SigmoidBeliefNet(4, (3, 2)).double(), (torch.ones(2, 4).double(),)
     else:
-        generator = torch.Generator().manual_seed(0)
-        graph = ConditionalNetwork(ConditionalConfig(num_inputs=5, num_gater_hidden=3,
-                                                     num_gates=4, num_classes=3),
-                                   generator).double()
-        batch = (torch.randn(2, 5, generator=generator, dtype=torch.float64),
-                 torch.tensor([0, 2]))
+        graph, (x, _) = conditional_problem(batch_size=2, num_inputs=5, num_gater_hidden=3,
+                                            output_scale=1.0)
+        batch = (x, torch.tensor([0, 2]))
     noise = uniform_noise(0, range(20), (2, graph.num_gates), dtype=torch.float64)
     ours = gradient_draws(graph, get_estimator("decoupled-st", backward_temperature=0.3),
                           batch, noise)

@@ -20,11 +20,12 @@ from torch import nn
 
 from estimator_lab.estimators import get_estimator
 from estimator_lab.estimators.base import bernoulli_gates
-from estimator_lab.graphs import ConditionalConfig, ConditionalNetwork, PreparedBatch
+from estimator_lab.graphs import PreparedBatch
 from estimator_lab.graphs.base import StochasticGraph
 from estimator_lab.graphs.sbn import SigmoidBeliefNet
 from estimator_lab.montecarlo import GATE_LOGITS, uniform_noise
 from estimator_lab.montecarlo.engine import gradient_draws
+from estimator_lab.testing import conditional_problem
 
 LOGITS = [-3.0, -1.0, 0.0, 0.7, 2.5]
 NOISES = [("logistic", 1.0), ("logistic", 2.0), ("gaussian", 1.0), ("gaussian", 0.5),
@@ -142,12 +143,9 @@ def test_logistic_rectifier_is_on_exactly_where_the_bernoulli_gate_is():
 
 def small_graph(name: str):
     """A single-layer conditional net or a two-layer belief net, float64, with a batch."""
-    generator = torch.Generator().manual_seed(0)
     if name == "conditional":
-        config = ConditionalConfig(num_inputs=6, num_gater_hidden=4, num_gates=3, num_classes=3)
-        graph = ConditionalNetwork(config, generator).double()
-        x = torch.rand(4, 6, generator=generator, dtype=torch.float64)
-        return graph, (x, torch.randint(0, 3, (4,), generator=generator))
+        return conditional_problem(3, 4, output_scale=1.0, inputs="uniform")
+    generator = torch.Generator().manual_seed(0)
     graph = SigmoidBeliefNet(4, (3, 2), generator).double()
     return graph, ((torch.rand(4, 4, generator=generator) < 0.5).double(),)
 
@@ -204,12 +202,9 @@ def test_exact_mean_draw_is_the_gradient_of_the_quadrature_expected_loss(kind, s
     each gate's kink, differentiated by central differences (step 1e-5), equals the quadrature
     mean of the estimator's draws at the same nodes (float64, to 1e-6), on the gate logits and
     every parameter."""
-    generator = torch.Generator().manual_seed(1)
-    config = ConditionalConfig(num_inputs=5, num_gater_hidden=3, num_gates=2, num_classes=3)
-    graph = ConditionalNetwork(config, generator).double()
+    graph, batch = conditional_problem(2, 1, num_inputs=5, num_gater_hidden=3, seed=1,
+                                       output_scale=1.0, inputs="uniform")
     est = get_estimator("noisy-rectifier", noise=kind, sigma=sigma)
-    batch = (torch.rand(1, 5, generator=generator, dtype=torch.float64),
-             torch.randint(0, 3, (1,), generator=generator))
 
     def grid(a):  # a: the 1 x 2 logits -> K x 1 x 2 nodes, K weights
         nodes, weights = rule(a[0], kind, sigma, pieces=6, points=14)

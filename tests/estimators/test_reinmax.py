@@ -12,12 +12,13 @@ from torch import nn
 from estimator_lab.estimators import get_estimator
 from estimator_lab.estimators.reinmax import reinmax_weight
 from estimator_lab.exact import exact_gradient, exact_moments
-from estimator_lab.graphs import ConditionalConfig, ConditionalNetwork, PreparedBatch
+from estimator_lab.graphs import PreparedBatch
 from estimator_lab.graphs.base import StochasticGraph
 from estimator_lab.graphs.sbn import SigmoidBeliefNet
 from estimator_lab.graphs.toy import ToyGraph
 from estimator_lab.montecarlo import GATE_LOGITS
 from estimator_lab.montecarlo.engine import gradient_draws
+from estimator_lab.testing import conditional_problem
 
 LOGITS = [-3.0, -1.0, -0.2, 0.0, 0.5, 2.0]
 
@@ -129,13 +130,7 @@ def test_biased_on_networks_but_less_than_straight_through_there():
     ReinMax is biased, and on these seeded graphs less than `st-sigmoid` and `st`. Measured
     relative gate-logit biases: conditional `reinmax` 0.034, `st-sigmoid` 0.061, `st` 2.9;
     belief net 0.12, 0.31, 28."""
-    generator = torch.Generator().manual_seed(0)
-    config = ConditionalConfig(num_inputs=6, num_gater_hidden=4, num_gates=4, num_classes=3)
-    conditional = ConditionalNetwork(config, generator).double()
-    with torch.no_grad():
-        conditional.output.weight.mul_(8)
-    batch = (torch.rand(3, 6, generator=generator, dtype=torch.float64),
-             torch.randint(0, 3, (3,), generator=generator))
+    conditional, batch = conditional_problem(output_scale=8.0, inputs="uniform")
     generator = torch.Generator().manual_seed(0)
     sbn = SigmoidBeliefNet(4, (3, 3), generator).double()
     bits = ((torch.rand(3, 4, generator=generator) < 0.5).double(),)
