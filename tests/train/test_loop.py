@@ -7,8 +7,9 @@ import torch
 from estimator_lab.data import mnist
 from estimator_lab.estimators import available, get_estimator
 from estimator_lab.estimators.prepare import prepare_estimator
-from estimator_lab.graphs import ConditionalConfig, ConditionalNetwork
+from estimator_lab.graphs import ConditionalNetwork
 from estimator_lab.montecarlo import run_draws
+from estimator_lab.testing import conditional_problem
 from estimator_lab.train import SGDConfig, train_steps
 
 
@@ -46,12 +47,10 @@ def test_paper_network_trains_on_mnist_and_feeds_the_accumulator(name, mnist_env
 def test_every_estimator_takes_training_steps_on_a_small_network():
     """One training run per registered estimator on a tiny synthetic problem: the loop runs,
     parameters move, losses stay finite, and the loss falls on a learnable problem."""
-    config = ConditionalConfig(num_inputs=10, num_gater_hidden=6, num_gates=8, num_classes=3)
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(64, 10, generator=generator)
-    y = (x[:, 0] > 0).long() + (x[:, 1] > 0).long()
     for name in available():
-        net = ConditionalNetwork(config, torch.Generator().manual_seed(0))
+        net, (x, _) = conditional_problem(8, 64, num_inputs=10, num_gater_hidden=6,
+                                          dtype=torch.float32, output_scale=1.0, batch_seed=0)
+        y = (x[:, 0] > 0).long() + (x[:, 1] > 0).long()  # learnable labels
         before = [p.detach().clone() for p in net.parameters()]
         # reinforce-oracle's Eq. 10 values come from one batch; they are valid baselines
         # (constants) for any other batch, just not optimal there.
