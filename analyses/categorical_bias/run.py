@@ -51,7 +51,7 @@ from estimator_lab.exact import EnumerationTooLarge
 from estimator_lab.exact.categorical import categorical_exact_gradient, categorical_exact_moments
 from estimator_lab.graphs.specs import build_problem
 from estimator_lab.montecarlo import GATE_LOGITS, run_draws
-from estimator_lab.reporting import Report, run_manifest, staged_directory
+from estimator_lab.reporting import Report, run_manifest, write_report_folder
 from estimator_lab.stats import summary_frame
 from estimator_lab.studies.rebuild import config_from_dict
 
@@ -484,11 +484,8 @@ def main(argv: list[str] | None = None) -> int:
                             wall_time_s=time.perf_counter() - started, study="categorical_bias",
                             command=command, config=asdict(config),
                             threads=torch.get_num_threads())
-    with staged_directory(args.out) as stage:
-        results.to_csv(stage / "results.csv", index=False)
-        vae.to_csv(stage / "vae.csv", index=False)
-        graphs.to_csv(stage / "graphs.csv", index=False)
-        build_report(config, results, vae, graphs, manifest).write(stage)
+    write_report_folder(args.out, {"results": results, "vae": vae, "graphs": graphs},
+                        build_report(config, results, vae, graphs, manifest))
     print(f"report written to {args.out}/report.md in {manifest['wall_time_s']:.1f} s")
     return 0
 
@@ -499,11 +496,7 @@ def write_report_only(out: Path) -> None:
     manifest = json.loads((out / "manifest.json").read_text())
     config = config_from_dict(CategoricalBiasConfig, manifest["config"])
     tables = {name: pd.read_csv(out / f"{name}.csv") for name in ("results", "vae", "graphs")}
-    with staged_directory(out) as stage:
-        for name, frame in tables.items():
-            frame.to_csv(stage / f"{name}.csv", index=False)
-        build_report(config, tables["results"], tables["vae"], tables["graphs"],
-                     manifest).write(stage)
+    write_report_folder(out, tables, build_report(config, *tables.values(), manifest))
 
 
 if __name__ == "__main__":

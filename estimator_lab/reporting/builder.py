@@ -21,7 +21,7 @@ import base64
 import io
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -275,9 +275,10 @@ class Report:
 
 
 def write_report_folder(out: str | Path, tables: Mapping[str, pd.DataFrame],
-                        report: Report) -> Path:
-    """Writes each table as `NAME.csv` (no index) and `report`'s files into a staging folder
-    that replaces `out` whole (`staged_directory`); returns the path of `out`'s `report.md`.
+                        report: Report, *, files: Callable[[Path], None] | None = None) -> Path:
+    """Writes each table as `NAME.csv` (no index), the other files `files(stage)` writes (a
+    graph's state, a Parquet copy) and `report`'s files into a staging folder that replaces
+    `out` whole (`staged_directory`); returns the path of `out`'s `report.md`.
 
     Example:
         >>> import tempfile
@@ -291,6 +292,8 @@ def write_report_folder(out: str | Path, tables: Mapping[str, pd.DataFrame],
     with staged_directory(out) as stage:
         for name, table in tables.items():
             table.to_csv(stage / f"{name}.csv", index=False)
+        if files is not None:
+            files(stage)
         report.write(stage)
     return Path(out) / "report.md"
 

@@ -21,6 +21,7 @@ from estimator_lab.data import mnist
 from estimator_lab.device import describe_device, resolve_device
 from estimator_lab.estimators import get_estimator
 from estimator_lab.graphs import ConditionalConfig, ConditionalNetwork
+from estimator_lab.graphs.paper import PAPER_REFERENCE
 from estimator_lab.montecarlo import GATE_LOGITS, MomentAccumulator, iter_draw_chunks
 from estimator_lab.montecarlo.engine import gradient_draws
 from estimator_lab.noise import uniform_noise
@@ -39,7 +40,7 @@ from estimator_lab.studies.rebuild import (
     present_columns,
 )
 
-REFERENCE = "local-expectation"
+REFERENCE = PAPER_REFERENCE
 
 
 @dataclass(frozen=True)

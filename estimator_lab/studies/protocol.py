@@ -11,7 +11,7 @@ from the declared tables (`studies.rebuild`).
 Every study writes its folder through `Study.write` (the one write path): the run's tables and
 manifest go in, the report is built from them, and the tables, any other files of the study
 and the report files are written into a staging folder that replaces the report folder whole
-(`reporting.staged_directory`), so a crash leaves the previous folder or none, never half of
+(`reporting.write_report_folder`), so a crash leaves the previous folder or none, never half of
 one.
 
 The declarations name the functions and classes of each study's module as strings, so this
@@ -118,8 +118,8 @@ class Study:
         The report is built from `tables` and `manifest`; then each table is written as
         `NAME.csv` (no index), `files(stage)` writes the study's other files (a graph's state,
         a Parquet copy) and the report writes its files, all into a staging folder that
-        replaces `out` whole when everything is written (`staged_directory`: on an error or a
-        crash the previous folder stays as it was).
+        replaces `out` whole when everything is written (`reporting.write_report_folder`: on
+        an error or a crash the previous folder stays as it was).
 
         Args:
             out: the report folder.
@@ -134,7 +134,7 @@ class Study:
         Raises:
             ValueError: tables other than the declared ones, or another study's manifest.
         """
-        from estimator_lab.reporting import staged_directory
+        from estimator_lab.reporting import write_report_folder
 
         if list(tables) != list(self.tables):
             raise ValueError(f"study {self.name!r} declares the tables {list(self.tables)}, "
@@ -142,13 +142,7 @@ class Study:
         if manifest.get("study") != self.name:
             raise ValueError(f"study {self.name!r} got the manifest of {manifest.get('study')!r}")
         report = self.report(config, tables, manifest)
-        with staged_directory(out) as stage:
-            for name in self.tables:
-                tables[name].to_csv(stage / f"{name}.csv", index=False)
-            if files is not None:
-                files(stage)
-            report.write(stage)
-        return Path(out) / "report.md"
+        return write_report_folder(out, tables, report, files=files)
 
 
 def _study(name: str, question: str, config_class: str, tables: tuple[str, ...],
