@@ -197,7 +197,7 @@ def _single_layer_refuses(graph, batch, estimator, seed, dtype) -> list[str]:
     with torch.no_grad():
         prepared = graph.prepare(batch)
     try:
-        state = initial_state(estimator, graph, batch)
+        state = estimator.init(graph, prepared)
         noise = uniform_noise(seed, range(1), estimator.noise_shape(graph, prepared), dtype=dtype)
         estimator.surrogate(graph, graph.prepare(batch), noise[0], state)
     except ValueError:

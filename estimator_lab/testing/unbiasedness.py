@@ -15,7 +15,6 @@ import numpy as np
 import torch
 from scipy import stats as scipy_stats
 
-from estimator_lab.estimators.prepare import initial_state
 from estimator_lab.exact.enumeration import exact_gradient
 from estimator_lab.montecarlo.accumulators import MomentAccumulator, Moments
 from estimator_lab.montecarlo.engine import GATE_LOGITS
@@ -35,9 +34,9 @@ NUM_STATE_UPDATES = 8  # `update` calls before the unbiasedness check freezes th
 def updated_state(estimator, graph, batch, seed: int, start: int):
     """The state after `NUM_STATE_UPDATES` updates on noise the measured draws do not use
     (float64 draws `start, start + 1, ...`); the check then freezes it."""
-    state = initial_state(estimator, graph, batch)
     with torch.no_grad():
         prepared = graph.prepare(batch)
+    state = estimator.init(graph, prepared)
     for row in probe_noise(estimator, graph, batch, NUM_STATE_UPDATES, seed, torch.float64,
                            start):
         state = estimator.update(state, graph, prepared, row)
