@@ -43,6 +43,7 @@ class LocalExpectation(GradientEstimator):
         require_single_layer(graph, self)
         gates = bernoulli_gates(prepared.logits.detach(), noise)
         losses = graph.loss(prepared, gates)
-        flips = graph.gate_flip_gains(prepared, gates).detach()
+        with torch.no_grad():  # constants of the surrogate: nothing kept for the backward pass
+            flips = graph.gate_flip_gains(prepared, gates)
         gain = (torch.sigmoid(prepared.logits) * flips).sum(-1)
         return (losses + gain).mean()

@@ -174,14 +174,15 @@ class ConditionalNetwork(StochasticGraph):
     def gate_flip_gains(self, prepared: PreparedBatch, gates: torch.Tensor) -> torch.Tensor:
         """`L(b; b_i=1) - L(b; b_i=0)` for every gate `i` of binary `gates`, the others held.
 
-        One side of each flip is the loss at `gates`; the other moves the class scores `s` by
-        `sign_i c_i`, with `c_i = expert_i W_out[:, i]` (fixed for the minibatch) and
-        `sign_i = 1 - 2 b_i`. Its log-normaliser `log sum_c exp(s_c) exp(sign_i c_ic)` is one
-        `B x C` by `C x G` product per sign, in float64 and shifted by the maxima of `s` and
-        `+-c_i`: no `... x B x G x C` tensor, unlike `gate_flip_losses`. Finite wherever, for
-        each example and gate, the class scores or the gate's contribution spread less than
-        ~700 across the classes (float64's `exp`); past that the gain is infinite and the
-        engine's non-finite check reports the draw.
+        Flipping gate `i` moves the class scores `s` (at `gates`) by `sign_i c_i`, with
+        `c_i = expert_i W_out[:, i]` (fixed for the minibatch) and `sign_i = 1 - 2 b_i`, so the
+        gain is `sign_i log sum_c p_c exp(sign_i c_ic) - c_i[y]` with `p = softmax(s)`: the
+        label's score cancels. Both signs' sums are one `C` by `C x 2G` product per example
+        (against `exp(+-c_i - max(+-c_i))`, fixed for the minibatch), in float64; no
+        `... x B x G x C` tensor, unlike `gate_flip_losses`. Finite wherever, for each
+        example and gate, the class scores or the gate's contribution spread less than ~700
+        across the classes (float64's `exp`); past that the gain is infinite and the engine's
+        non-finite check reports the draw.
 
         Args:
             prepared: the output of `prepare` for a batch of `B` examples.
@@ -190,22 +191,21 @@ class ConditionalNetwork(StochasticGraph):
         Returns:
             a `... x B x G` tensor in the dtype of `gates`.
         """
-        scores = self.output_logits(prepared, gates).double()  # ... x B x C
+        probs = self.output_logits(prepared, gates).double().softmax(-1)  # ... x B x C
         contribution = (prepared.features["expert"].unsqueeze(-1)
                         * self.output.weight.T).double()  # B x G x C
-        labels = prepared.features["labels"].view(-1, 1)
-        sign = 1 - 2 * gates.double()
-        top = scores.max(-1, keepdim=True).values
-        weights = (scores - top).exp()
-        log_sums = []
-        for moved in (contribution, -contribution):
-            peak = moved.max(-1).values  # B x G
-            sums = torch.einsum("...bc,bgc->...bg", weights, (moved - peak.unsqueeze(-1)).exp())
-            log_sums.append(peak + sums.log())
-        log_norm = top + torch.where(sign > 0, log_sums[0], log_sums[1])
-        label_score = scores.gather(-1, labels.expand(*scores.shape[:-1], 1))  # ... x B x 1
-        label_contribution = contribution.gather(
-            -1, labels.unsqueeze(-1).expand(-1, contribution.shape[1], 1)).squeeze(-1)  # B x G
-        flipped = log_norm - label_score - sign * label_contribution
-        current = top + weights.sum(-1, keepdim=True).log() - label_score
-        return (sign * (flipped - current)).to(gates.dtype)
+        moved = torch.cat([contribution, -contribution], 1)  # B x 2G x C: both signs
+        peak = moved.max(-1).values  # B x 2G
+        spread = (moved - peak.unsqueeze(-1)).exp().transpose(1, 2).contiguous()  # B x C x 2G
+        # One `... x C` by `C x 2G` product per example: under `vmap` a product batched over
+        # the examples would copy `spread` once per draw.
+        sums = torch.stack([probs[..., b, :] @ spread[b] for b in range(len(spread))], -2)
+        num_gates = gates.shape[-1]
+        labels = prepared.features["labels"].view(-1, 1, 1).expand(-1, num_gates, 1)
+        label_contribution = contribution.gather(-1, labels).squeeze(-1)  # B x G
+        offsets = (peak[:, :num_gates] - label_contribution,  # gate off: sign +1
+                   -peak[:, num_gates:] - label_contribution)  # gate on: sign -1
+        # Selections by `lerp` with 0/1 weights (exact; `torch.where` is slower on the CPU).
+        on = gates.double()
+        sums = torch.lerp(sums[..., :num_gates], sums[..., num_gates:], on)
+        return (torch.lerp(*offsets, on) + (1 - 2 * on) * sums.log()).to(gates.dtype)
