@@ -183,7 +183,7 @@ def _group_weight_parts(y: torch.Tensor, shift: torch.Tensor, input_gram: torch.
     """
     out, count, batch = y.shape
     quadratic = (y.reshape(out * count, batch) @ input_gram.to(y.dtype)).view_as(y).mul_(y)
-    per_draw = quadratic.sum(dim=(0, 2), dtype=torch.float64)
+    per_draw = quadratic.sum(dim=(0, 2)).to(torch.float64)  # the chunk's sums in its dtype
     result = []
     for group, rows in parts:
         n = rows.stop - rows.start
@@ -264,8 +264,9 @@ class FastAccumulator:
                 known = GramMoments(0, shift, torch.zeros_like(shift),
                                     shift.new_zeros(out, batch, batch))
             y = _shifted_by_unit(chunk, known.shift)
-            known.gram.add_(torch.bmm(y.transpose(1, 2), y))
-            known.total.add_(y.sum(1).T)
+            # Converted before the in-place add: a mixed-dtype add_ is several times slower.
+            known.gram.add_(torch.bmm(y.transpose(1, 2), y).to(torch.float64))
+            known.total.add_(y.sum(1).T.to(torch.float64))
             self.grams[layer] = replace(known, count=known.count + len(chunk))
             if self.groups is not None:
                 parts = _group_rows(len(chunk), first_index, self.groups)
