@@ -71,12 +71,12 @@ def warmed_up_state(
     with torch.no_grad():
         prepared = graph.prepare(batch)
     state = estimator.init(graph, prepared, seed=seed)
-    if warmup_steps:
+    if warmup_steps and type(estimator).update is not GradientEstimator.update:
         noise = uniform_noise(seed + WARMUP_SEED_OFFSET, range(warmup_steps),
                               estimator.noise_shape(graph, prepared),
                               dtype=prepared.logits.dtype, device=prepared.logits.device)
         for step_noise in noise:
-            state = estimator.update(state, graph, graph.prepare(batch), step_noise)
+            state = estimator.update(state, graph, prepared, step_noise)
     return state
 
 
