@@ -97,12 +97,12 @@ def _shifted_by_unit(deltas: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     """`Y = Delta - S` laid out unit by unit: an `out x K x B` contiguous tensor in the draws'
     dtype, for `K x B x out` draws `deltas` and a `B x out` shift.
 
-    One strided copy (a `bmm` of strided views is slow), shifted in place. As in `moments_of`,
+    One strided pass (a `bmm` of strided views is slow) that also shifts. As in `moments_of`,
     a chunk's sums run in the draws' dtype and are combined in float64.
     """
     count, batch, out = deltas.shape
     y = torch.empty(out, count, batch, dtype=deltas.dtype, device=deltas.device)
-    return y.copy_(deltas.permute(2, 0, 1)).sub_(shift.T.unsqueeze(1).to(deltas.dtype))
+    return torch.sub(deltas.permute(2, 0, 1), shift.T.unsqueeze(1).to(deltas.dtype), out=y)
 
 
 def merge_gram_moments(a: GramMoments, b: GramMoments) -> GramMoments:
@@ -187,7 +187,7 @@ def _group_weight_parts(y: torch.Tensor, shift: torch.Tensor, input_gram: torch.
     result = []
     for group, rows in parts:
         n = rows.stop - rows.start
-        total = y[:, rows].sum(1, dtype=torch.float64).T  # B x out
+        total = y[:, rows].sum(1).T.to(torch.float64)  # B x out
         offset = float((input_gram @ total).mul_(total).sum())
         m2 = float(per_draw[rows].sum()) - offset / n
         result.append((group, WeightPart(n, shift + total / n, max(m2, 0.0))))
